@@ -1,0 +1,196 @@
+"""The run directory's files: names, atomic writes, and fingerprint-checked loads.
+
+Layout (DESIGN.md §2)::
+
+    config.yaml  svf_expert.safetensors  subspace.safetensors  expert_model/
+    methods/<method>/adapter/  methods/<method>/merged_model/
+    report.json  report.md  metrics.jsonl  plots/
+
+``svf_expert.safetensors`` holds ``<name>.z`` and ``<name>.sigma``; ``subspace.safetensors`` holds
+``<name>.indices`` (int64), ``<name>.U`` (m x k), ``<name>.V`` (n x k) and, for the soft projector,
+``<name>.weights``. Both carry ``base_fingerprint`` and ``palora_version`` in their header, and
+the adapter's safetensors header carries the fingerprints of the base and of the expert it was
+trained on. Loads never unpickle anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import __version__
+from .errors import ArtifactError, FingerprintError
+from .subspace import Subspace
+
+
+class RunDir:
+    """Paths of one run directory (creates nothing)."""
+
+    FILES = {
+        "config": "config.yaml",
+        "svf_expert": "svf_expert.safetensors",
+        "subspace": "subspace.safetensors",
+        "expert_model": "expert_model",
+        "report_json": "report.json",
+        "report_md": "report.md",
+        "metrics": "metrics.jsonl",
+        "plots": "plots",
+        "probe_stats": "probe_stats.json",
+        "evaluations": "evaluations",
+    }
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __getattr__(self, key: str) -> Path:
+        if key in RunDir.FILES:
+            return self.root / RunDir.FILES[key]
+        raise AttributeError(key)
+
+    def method(self, name: str) -> Path:
+        return self.root / "methods" / name
+
+    def adapter(self, name: str) -> Path:
+        return self.method(name) / "adapter"
+
+    def merged_model(self, name: str) -> Path:
+        return self.method(name) / "merged_model"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def atomic_path(final: str | Path, is_dir: bool = False):
+    """Yield a temporary path next to ``final``; move it into place only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    target = tmp if is_dir else tmp / final.name
+    try:
+        yield target
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the header metadata of a safetensors file, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what} {path} does not exist (run the stage that writes it first)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{what} {path} is not a readable safetensors file ({e})") from None
+    return tensors, meta
+
+
+def _check_fingerprint(meta: dict[str, str], key: str, expected: str, what: str, path: Path) -> None:
+    found = meta.get(key)
+    if found != expected:
+        raise FingerprintError(
+            f"{what} {path} was made for other weights ({key} {found}, this model has {expected})"
+        )
+
+
+# ----------------------------------------------------------------------------- SVF expert
+
+
+def save_svf_expert(
+    path: str | Path, state: dict[str, torch.Tensor], parametrization: str, base_fingerprint: str,
+    expert_fingerprint: str,
+) -> None:
+    """``expert_fingerprint`` is that of the merged expert (``expert_model/``) the later stages use."""
+    meta = {"parametrization": parametrization, "base_fingerprint": base_fingerprint,
+            "expert_fingerprint": expert_fingerprint, "palora_version": __version__}
+    _save_tensors(Path(path), state, meta)
+
+
+def load_svf_expert(path: str | Path, base_fingerprint: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``(state, metadata)``; with ``base_fingerprint`` given, a mismatch raises FingerprintError."""
+    tensors, meta = read_safetensors(path, "SVF expert")
+    if base_fingerprint is not None:
+        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "SVF expert", Path(path))
+    return tensors, meta
+
+
+# ----------------------------------------------------------------------------- subspace
+
+
+def save_subspace(
+    path: str | Path, subspaces: dict[str, Subspace], base_fingerprint: str, expert_fingerprint: str,
+    rule: str, score: str, store_vectors: bool = True,
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, s in subspaces.items():
+        tensors[f"{name}.indices"] = s.indices
+        if store_vectors:
+            tensors[f"{name}.U"] = s.U
+            tensors[f"{name}.V"] = s.V
+        if s.weights is not None:
+            tensors[f"{name}.weights"] = s.weights
+    meta = {
+        "base_fingerprint": base_fingerprint,
+        "expert_fingerprint": expert_fingerprint,
+        "palora_version": __version__,
+        "selection_rule": rule,
+        "score": score,
+        "store_vectors": str(store_vectors).lower(),
+    }
+    _save_tensors(Path(path), tensors, meta)
+
+
+def load_subspace(path: str | Path, base_fingerprint: str | None) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """``({name: {"indices", "U"?, "V"?, "weights"?}}, metadata)``, fingerprint checked."""
+    tensors, meta = read_safetensors(path, "subspace")
+    if base_fingerprint is not None:
+        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "subspace", Path(path))
+    grouped: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        name, _, field = key.rpartition(".")
+        grouped.setdefault(name, {})[field] = t
+    return grouped, meta
+
+
+# ----------------------------------------------------------------------------- adapters
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def stamp_adapter(adapter_dir: str | Path, base_fingerprint: str, expert_fingerprint: str, method: str) -> None:
+    """Add the fingerprints to the header of a peft adapter's safetensors file (tensors unchanged)."""
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    tensors, meta = read_safetensors(path, "adapter")
+    meta.update({"base_fingerprint": base_fingerprint, "expert_fingerprint": expert_fingerprint,
+                 "palora_method": method, "palora_version": __version__})
+    _save_tensors(path, tensors, meta)
+
+
+def check_adapter(adapter_dir: str | Path, expert_fingerprint: str) -> dict[str, str]:
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    _, meta = read_safetensors(path, "adapter")
+    _check_fingerprint(meta, "expert_fingerprint", expert_fingerprint, "adapter", path)
+    return meta

@@ -1,0 +1,154 @@
+"""The ``palora`` command line: one verb per stage, all sharing one run directory.
+
+Configuration comes through one path (:func:`palora.config.resolve`): defaults, then
+``--config FILE.yaml`` (for a stage verb, the run directory's ``config.yaml`` when no file is
+given), then ``--set key=value``, then the verb's flags. The resolved configuration is saved as
+``<out>/config.yaml``. Errors in the user's input print one line and exit with status 2
+(``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import RunConfig, resolve, save
+from .errors import PaloraError
+
+#: flag -> (dotted config key, metavar, help)
+FLAGS: dict[str, tuple[str, str, str]] = {
+    "--model": ("model.name", "M", "local folder, hub id, or packaged model (smollm2-135m-instruct)"),
+    "--skill-train": ("data.skill_train", "FILE", "JSONL to train the SVF expert ({text} or {prompt, completion})"),
+    "--skill-eval": ("data.skill_eval", "FILE", "JSONL {prompt, answer} measuring the skill"),
+    "--knowledge-train": ("data.knowledge_train", "FILE", "JSONL of the facts to inject"),
+    "--knowledge-eval": ("data.knowledge_eval", "FILE", "JSONL {prompt, answer} measuring recall"),
+    "--out": ("out", "DIR", "run directory (shared by every stage)"),
+    "--methods": ("inject.methods", "LIST", "comma-separated injection methods: palora,lora"),
+    "--seed": ("seed", "N", "seed of every random choice"),
+}
+
+VERBS: dict[str, tuple[str, list[str]]] = {
+    "run": ("every stage: SVF expert, probe, injection with each method, evaluation, report",
+            ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
+             "--methods", "--seed"]),
+    "svf": ("stage 1: train the SVF expert on the skill data (svf_expert.safetensors, expert_model/)",
+            ["--model", "--skill-train", "--out", "--seed"]),
+    "probe": ("stage 2: pick the protected singular components from the expert (subspace.safetensors)",
+              ["--out"]),
+    "inject": ("stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
+               ["--knowledge-train", "--methods", "--out", "--seed"]),
+    "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",
+             ["--skill-eval", "--knowledge-eval", "--out"]),
+}
+
+EXAMPLE = """\
+example:
+  palora run --model smollm2-135m-instruct \\
+      --skill-train skill_train.jsonl --skill-eval skill_eval.jsonl \\
+      --knowledge-train facts_train.jsonl --knowledge-eval facts_eval.jsonl \\
+      --out runs/demo --set svf.train.steps=50 --set probe.fraction=0.5
+"""
+
+
+def config_keys_help(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """One line per configuration key: ``key = default  help``."""
+    lines = []
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            lines += config_keys_help(type(value), f"{prefix}{f.name}.")
+        else:
+            lines.append(f"  {prefix}{f.name} = {value!r}\n      {f.metadata.get('help', '')}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="palora",
+        description="PALoRA: inject new facts into a causal LM with LoRA kept orthogonal to the singular "
+        "components a reasoning skill relies on (found by an SVF expert).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Stages share one run directory: `palora svf`, `palora probe`, `palora inject`, "
+        "`palora eval` can be rerun alone.\n\n" + EXAMPLE,
+    )
+    parser.add_argument("--version", action="version", version=f"palora {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    keys = "configuration keys (--set key=value, or the same keys in --config FILE.yaml):\n" + "\n".join(
+        config_keys_help()
+    )
+    for verb, (help_text, flags) in VERBS.items():
+        p = sub.add_parser(verb, help=help_text, description=help_text, epilog=EXAMPLE + "\n" + keys,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        for flag in flags:
+            key, metavar, h = FLAGS[flag]
+            p.add_argument(flag, dest=key, metavar=metavar, help=f"{h} [{key}]", type=int if flag == "--seed" else str)
+        p.add_argument("--config", metavar="FILE", help="YAML file with configuration keys")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one configuration key (repeatable), e.g. --set inject.rank=8")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _recipe(verb: str) -> Callable[..., Any]:
+    # imported lazily so that `palora --help` is fast
+    from .recipes import evaluate, inject, pipeline, probe, svf
+
+    return {"run": pipeline.run_all, "svf": svf.run_svf, "probe": probe.run_probe,
+            "inject": inject.run_inject, "eval": evaluate.run_eval}[verb]
+
+
+def configure(args: argparse.Namespace) -> RunConfig:
+    flags = {FLAGS[f][0]: getattr(args, FLAGS[f][0], None) for f in VERBS[args.verb][1]}
+    config_file = args.config
+    if config_file is None and args.verb != "run":
+        # a stage verb continues the run found in --out (or the default run directory)
+        out = flags.get("out") or RunConfig().out
+        existing = Path(out) / "config.yaml"
+        config_file = existing if existing.is_file() else None
+    return resolve(config_file, args.overrides, flags)
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars and log lines only: no per-file bars or advice from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        cfg = configure(args)
+        from .artifacts import RunDir
+
+        rd = RunDir(cfg.out)
+        rd.root.mkdir(parents=True, exist_ok=True)
+        save(cfg, rd.config)
+        result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)
+        if args.verb in ("run", "eval"):
+            from .report import markdown_table
+
+            print(markdown_table(result))
+            print(f"run directory: {rd.root}")
+        return 0
+    except PaloraError as e:
+        if args.debug:
+            raise
+        print(f"palora {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"palora {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

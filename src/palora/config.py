@@ -1,0 +1,334 @@
+"""Typed configuration: one path from YAML and CLI flags to the resolved ``config.yaml``.
+
+Every field has a one-line help (``metadata["help"]``) that ``palora <verb> --help`` prints,
+and every section checks its invariants in ``__post_init__``, naming the key and the value.
+A configuration is built by :func:`resolve`: defaults, then a YAML file, then ``--set key=value``
+overrides and the verb's own flags, in that order; unknown keys are refused with the closest
+valid key suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+PACKAGED_DEFAULT_MODEL = "smollm2-135m-instruct"
+INJECTION_METHODS = ("palora", "lora")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help line (mutable defaults go through ``default_factory``)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {why}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f(PACKAGED_DEFAULT_MODEL, "local folder, hub id, or packaged model name")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f(
+        "float32", "dtype the model's weights are loaded and trained in"
+    )
+    target_modules: list[str] | None = _f(
+        None, "names (last path component) of the matrices to adapt; default: the MLP of the family"
+    )
+    trust_remote_code: bool = _f(False, "allow a hub model to run its own Python code")
+
+
+@dataclass
+class DataConfig:
+    skill_train: str | None = _f(None, "JSONL of the reasoning skill, for the SVF expert")
+    skill_eval: str | None = _f(None, "JSONL {prompt, answer} to measure the skill")
+    knowledge_train: str | None = _f(None, "JSONL of the facts to inject")
+    knowledge_eval: str | None = _f(None, "JSONL {prompt, answer} to measure recall of the facts")
+    chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template when it has one")
+    max_length: int = _f(256, "longest training sequence in tokens (longer ones are cut)")
+    skill_checker: Literal["numeric", "exact", "contains"] = _f(
+        "numeric", "how a skill answer is checked"
+    )
+    knowledge_checker: Literal["numeric", "exact", "contains"] = _f(
+        "contains", "how a recalled fact is checked"
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.max_length > 0, "data.max_length", self.max_length, "must be positive")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(100, "optimizer steps")
+    batch_size: int = _f(16, "sequences per micro-batch and process")
+    grad_accum: int = _f(1, "micro-batches per optimizer step")
+    lr: float = _f(1e-3, "peak learning rate")
+    warmup_ratio: float = _f(0.05, "fraction of the steps with a linear warm-up")
+    schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "decay after warm-up")
+    max_grad_norm: float = _f(1.0, "gradient-norm clip (0 turns it off)")
+    weight_decay: float = _f(0.0, "AdamW weight decay on parameters that allow it (never on z)")
+    log_every: int = _f(1, "optimizer steps between two lines of metrics.jsonl")
+
+    def __post_init__(self) -> None:
+        _check(self.steps > 0, "steps", self.steps, "must be positive")
+        _check(self.batch_size > 0, "batch_size", self.batch_size, "must be positive")
+        _check(self.grad_accum > 0, "grad_accum", self.grad_accum, "must be positive")
+        _check(self.lr > 0, "lr", self.lr, "must be positive")
+        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.log_every > 0, "log_every", self.log_every, "must be positive")
+
+
+@dataclass
+class SVFConfig:
+    parametrization: Literal["linear", "t2"] = _f(
+        "linear", "linear: s = z; t2: s = sigmoid(z) * sum(sigma) / sum(sigma * sigmoid(z))"
+    )
+    t2_init: float = _f(0.1, "initial z of the t2 parametrization (any constant is the identity)")
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-2),
+        metadata={"help": "optimisation of the SVF expert"},
+    )
+
+
+@dataclass
+class ProbeConfig:
+    score: Literal["delta", "sigma_delta"] = _f(
+        "delta", "delta: |s - 1|; sigma_delta: sigma * |s - 1|"
+    )
+    rule: Literal["fraction", "topk", "global", "threshold", "energy"] = _f(
+        "fraction",
+        "fraction / topk: per matrix; global: one budget over all matrices; "
+        "threshold: score above a value; energy: smallest set holding that share of the score",
+    )
+    fraction: float = _f(0.25, "rule=fraction or global: share of the components protected")
+    k: int = _f(64, "rule=topk: components protected per matrix")
+    threshold: float = _f(0.05, "rule=threshold: protect components whose score exceeds it")
+    energy: float = _f(0.5, "rule=energy: share of the total score the protected set holds")
+    store_vectors: bool = _f(True, "store U_S and V_S in subspace.safetensors (else indices only)")
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
+        _check(self.k >= 0, "probe.k", self.k, "must be >= 0")
+        _check(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
+
+
+@dataclass
+class InjectConfig:
+    methods: list[str] = _f(["palora", "lora"], f"injection methods to run: {', '.join(INJECTION_METHODS)}")
+    rank: int = _f(16, "LoRA rank r")
+    alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha / rank")
+    dropout: float = _f(0.0, "LoRA dropout")
+    side: Literal["both", "in", "out"] = _f(
+        "both", "PALoRA projection: both (exact guarantee), in (A P_in) or out (P_out B)"
+    )
+    soft: bool = _f(False, "soft projector I - V diag(w) V^T, w from the probe scores")
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-3),
+        metadata={"help": "optimisation of the injection (same budget for every method)"},
+    )
+
+    def __post_init__(self) -> None:
+        _check(self.rank > 0, "inject.rank", self.rank, "must be positive")
+        _check(self.alpha > 0, "inject.alpha", self.alpha, "must be positive")
+        _check(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
+        _check(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
+        for m in self.methods:
+            _check(m in INJECTION_METHODS, "inject.methods", m, f"known: {', '.join(INJECTION_METHODS)}")
+        _check(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = _f(32, "prompts per generation batch (left-padded, KV cache)")
+    max_new_tokens: int = _f(16, "greedy tokens generated per answer")
+    limit: int | None = _f(None, "evaluate at most this many items per set")
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "must be positive")
+        _check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be positive")
+        _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "must be positive (or null for all)")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the base model"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "data files"})
+    svf: SVFConfig = field(default_factory=SVFConfig, metadata={"help": "stage 1: SVF expert"})
+    probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "stage 2: probe"})
+    inject: InjectConfig = field(default_factory=InjectConfig, metadata={"help": "stage 3: injection"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    out: str = _f("runs/palora", "run directory")
+    seed: int = _f(0, "seed of every random choice (init, data order)")
+    save_merged: bool = _f(True, "write methods/<method>/merged_model/ (large for big models)")
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(key: str, value: Any, tp: Any, base: Any = None) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are asked.
+
+    ``base`` is the current value of a nested section, whose unset keys are kept.
+    """
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(key, value, a)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}={value!r}: wrong type")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        _check(value in choices, key, value, f"choose one of {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        _check(isinstance(value, (list, tuple)), key, value, "expected a list")
+        return [_coerce(key, v, item) for v in value]
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, "expected true or false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "expected an integer")
+        return value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, key, value, "expected a number")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, value, "expected a string")
+        return value
+    if _is_dataclass_type(tp):
+        _check(isinstance(value, dict), key, value, "expected a mapping")
+        return from_dict(tp, value, prefix=f"{key}.", base=base)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a programming error
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = None) -> Any:
+    """``base`` (default: ``cls()``) with the keys of a nested mapping replaced; unknown keys refused.
+
+    Starting from ``base`` keeps a section's own defaults: ``svf.train`` defaults to lr 1e-2,
+    and setting only ``svf.train.steps`` must not reset it to ``TrainConfig``'s 1e-3.
+    """
+    base = cls() if base is None else base
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        kwargs[key] = _coerce(f"{prefix}{key}", value, hints[key], getattr(base, key, None))
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except ConfigError as e:
+        if prefix and not str(e).startswith(prefix):
+            raise ConfigError(f"{prefix}{e}") from None
+        raise
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; this loader reads it as a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$|^[-+]?\.(inf|Inf|INF)$|^\.(nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``1e-3`` is a number, ``a,b`` a string)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = _yaml(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = _yaml(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping")
+    return data
+
+
+def resolve(
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults < YAML file < ``--set`` overrides < explicit flags (dotted keys)."""
+    tree: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    for text in overrides or []:
+        _set_path(tree, *parse_override(text))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(tree, key, value)
+    return from_dict(RunConfig, tree)
+
+
+def save(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def load(path: str | Path) -> RunConfig:
+    return from_dict(RunConfig, load_yaml(path))

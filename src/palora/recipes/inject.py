@@ -1,0 +1,86 @@
+"""Stage 3: inject the facts into the expert with each method; save adapters and merged models.
+
+Every method starts from the same expert, the same seed and the same budget (rank, alpha, steps,
+batch, learning rate). ``lora`` is plain peft LoRA; ``palora`` is the same LoRA with ``A`` and
+``B`` projected away from the protected subspace (:mod:`palora.orthogonal`).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
+from ..config import RunConfig
+from ..data import TrainCollator, load_train, tokenize_train
+from ..errors import ArtifactError
+from ..linalg import iter_svd
+from ..models import load_model, load_tokenizer
+from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
+from ..subspace import Subspace
+from ..targets import find_targets
+from ..training import train
+from .common import read_stages, record_stage, require, seed_everything, target_fingerprint
+
+
+def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subspace]:
+    """The subspace for the expert with fingerprint ``expert_fp``; vectors recomputed if not stored."""
+    grouped, meta = load_subspace(rd.subspace, None)
+    if meta.get("expert_fingerprint") != expert_fp:
+        raise ArtifactError(
+            f"subspace {rd.subspace} was made for another expert (expert_fingerprint "
+            f"{meta.get('expert_fingerprint')}, {rd.expert_model} has {expert_fp})"
+        )
+    if all("U" in g and "V" in g for g in grouped.values()):
+        return {n: Subspace(g["indices"], g["U"], g["V"], g.get("weights")) for n, g in grouped.items()}
+    # indices only: recompute U_S, V_S from the base weights, which must be the ones probed
+    base = load_model(cfg.model)
+    if target_fingerprint(base, cfg) != meta.get("base_fingerprint"):
+        raise ArtifactError(f"subspace {rd.subspace} stores indices only, and {cfg.model.name} is not its base model")
+    return {t.name: Subspace.from_svd(svd, grouped[t.name]["indices"], grouped[t.name].get("weights"))
+            for t, svd in iter_svd(find_targets(base, cfg.model.target_modules))}
+
+
+def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    data_path = require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train")
+    examples = load_train(data_path)
+    if not rd.expert_model.is_dir():
+        raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
+    tok = load_tokenizer(str(rd.expert_model))
+    items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
+    svf_info = read_stages(rd).get("svf", {})
+    results = {}
+    for method in cfg.inject.methods:
+        start = time.perf_counter()
+        seed_everything(cfg.seed)
+        expert = load_model(cfg.model, path=str(rd.expert_model))
+        targets = find_targets(expert, cfg.model.target_modules)
+        expert_fp = target_fingerprint(expert, cfg)
+        subspaces = load_protected(cfg, rd, expert_fp) if method == "palora" else None
+
+        torch.manual_seed(cfg.seed)  # the same A initialisation for every method
+        model = add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
+                         subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft)
+        result = train(model, items, TrainCollator(tok.pad_token_id), cfg.inject.train, seed=cfg.seed,
+                       stage=f"inject:{method}", metrics_path=rd.metrics, progress=progress)
+        bake_projections(model)
+
+        info = {"trainable_parameters": result.trainable_parameters, "final_loss": result.final_loss,
+                "train_time_s": round(result.wall_time_s, 2)}
+        if subspaces:
+            ratios = [certificate(lora_delta(model, t.name), subspaces[t.name]) for t in targets]
+            info["certificate_out"] = max(r[0] for r in ratios)  # max ‖U_Sᵀ ΔW‖ / ‖ΔW‖
+            info["certificate_in"] = max(r[1] for r in ratios)  # max ‖ΔW V_S‖ / ‖ΔW‖
+        with atomic_path(rd.adapter(method), is_dir=True) as tmp:
+            model.save_pretrained(tmp)
+            stamp_adapter(tmp, svf_info.get("base_fingerprint", ""), expert_fp, method)
+        if cfg.save_merged:
+            merged = model.merge_and_unload()
+            with atomic_path(rd.merged_model(method), is_dir=True) as tmp:
+                merged.save_pretrained(tmp)
+                tok.save_pretrained(tmp)
+        info["wall_time_s"] = round(time.perf_counter() - start, 2)
+        results[method] = info
+        record_stage(rd, f"inject:{method}", info)
+    return results

@@ -1,0 +1,18 @@
+"""``palora run``: every stage into one run directory, then the evaluation and the report."""
+
+from __future__ import annotations
+
+from ..artifacts import RunDir
+from ..config import RunConfig
+from .evaluate import run_eval
+from .inject import run_inject
+from .probe import run_probe
+from .svf import run_svf
+
+
+def run_all(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
+    run_svf(cfg, rd, progress)
+    if "palora" in cfg.inject.methods:
+        run_probe(cfg, rd, progress)
+    run_inject(cfg, rd, progress)
+    return run_eval(cfg, rd, progress)

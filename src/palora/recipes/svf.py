@@ -1,0 +1,45 @@
+"""Stage 1: train the SVF expert on the skill data, save its scales and its merged model."""
+
+from __future__ import annotations
+
+import time
+
+from ..artifacts import RunDir, atomic_path, save_svf_expert
+from ..config import RunConfig
+from ..data import TrainCollator, load_train, tokenize_train
+from ..models import load_model_and_tokenizer
+from ..svf import add_svf, merge_svf, svf_state
+from ..training import train
+from .common import record_stage, require, seed_everything, target_fingerprint
+
+
+def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    start = time.perf_counter()
+    seed_everything(cfg.seed)
+    data_path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
+    examples = load_train(data_path)
+    model, tok = load_model_and_tokenizer(cfg.model)
+    base_fp = target_fingerprint(model, cfg)
+
+    add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress)
+    items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
+    result = train(model, items, TrainCollator(tok.pad_token_id), cfg.svf.train, seed=cfg.seed,
+                   stage="svf", metrics_path=rd.metrics, progress=progress)
+
+    state = svf_state(model)
+    merge_svf(model)
+    expert_fp = target_fingerprint(model, cfg)
+    save_svf_expert(rd.svf_expert, state, cfg.svf.parametrization, base_fp, expert_fp)
+    with atomic_path(rd.expert_model, is_dir=True) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    info = {
+        "wall_time_s": round(time.perf_counter() - start, 2),
+        "train_time_s": round(result.wall_time_s, 2),
+        "trainable_parameters": result.trainable_parameters,
+        "final_loss": result.final_loss,
+        "base_fingerprint": base_fp,
+        "expert_fingerprint": expert_fp,
+    }
+    record_stage(rd, "svf", info)
+    return info

@@ -1,0 +1,135 @@
+"""The run's report: ``report.json`` (the contract), ``report.md`` (the table) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .artifacts import RunDir, atomic_path, write_json  # noqa: E402
+from .config import RunConfig, to_dict  # noqa: E402
+from .svf import effective_scale  # noqa: E402
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| model | skill accuracy % | retention % | new-fact recall % | trainable params | train time s |\n"
+            "|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        t = r.get("train_time_s")
+        lines.append(
+            f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
+            f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} | {r['trainable_parameters']:,} "
+            f"| {'' if t is None else f'{t:.1f}'} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    report = {"rows": rows, "stages": stages, "palora_version": __version__, "config": to_dict(cfg)}
+    write_json(rd.report_json, report)
+    n_skill = rows[0]["n_skill"] if rows else 0
+    n_facts = rows[0]["n_knowledge"] if rows else 0
+    md = [f"# palora report: {cfg.model.name}\n",
+          f"Skill items: {n_skill}, fact questions: {n_facts}, seed {cfg.seed}. "
+          "± is the binomial standard error; retention = skill accuracy / the expert's.\n",
+          markdown_table(rows)]
+    certs = {k.split(":", 1)[1]: v for k, v in stages.items()
+             if k.startswith("inject:") and "certificate_out" in v}
+    for method, v in certs.items():
+        md.append(f"\nOrthogonality certificate of `{method}` (max over matrices): "
+                  f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n")
+    times = {k: v.get("wall_time_s") for k, v in stages.items() if isinstance(v, dict) and "wall_time_s" in v}
+    if times:
+        md.append("\nWall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + "\n")
+    with atomic_path(rd.report_md) as tmp:
+        tmp.write_text("".join(md), encoding="utf-8")
+    write_plots(rd, rows)
+    return report
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in rows:
+        if r.get("retention") is None:
+            continue
+        ax.errorbar(r["knowledge_recall"], r["retention"], xerr=r["knowledge_stderr"], fmt="o", capsize=3)
+        ax.annotate(r["name"], (r["knowledge_recall"], r["retention"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("new-fact recall")
+    ax.set_ylabel("skill retention (accuracy / expert's)")
+    ax.set_title("skill retention vs new-fact recall")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_scales(svf_path: Path, path: Path) -> None:
+    """Heat maps of ``s − 1`` (layer x singular index), one panel per kind of matrix."""
+    with safe_open(str(svf_path), framework="pt") as f:
+        meta = f.metadata() or {}
+        names = [k[: -len(".z")] for k in f.keys() if k.endswith(".z")]
+        panels: dict[str, list[torch.Tensor]] = {}
+        for name in names:
+            s = effective_scale(f.get_tensor(f"{name}.z"), f.get_tensor(f"{name}.sigma"), meta["parametrization"])
+            panels.setdefault(name.rpartition(".")[2], []).append(s - 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    vmax = max(float(torch.cat(v).abs().max()) for v in panels.values()) or 1.0
+    for ax, (kind, rows) in zip(axes[0], panels.items()):
+        r = max(x.numel() for x in rows)
+        grid = torch.full((len(rows), r), float("nan"))
+        for i, x in enumerate(rows):
+            grid[i, : x.numel()] = x
+        im = ax.imshow(grid.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(kind)
+        ax.set_xlabel("singular index (0 = largest σ)")
+        ax.set_ylabel("layer")
+    fig.colorbar(im, ax=axes[0].tolist(), label="s − 1")
+    fig.suptitle("learned SVF scales: the skill's fingerprint on the spectrum")
+    _save(fig, path)
+
+
+def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
+    """Where the protected components sit, against a top-k block of the same size."""
+    hist = stats["position_histogram"]
+    bins = len(hist)
+    fraction = stats["fraction"]
+    top = [min(max(fraction * bins - i, 0.0), 1.0) * stats["total"] / bins for i in range(bins)]
+    xs = [(i + 0.5) / bins for i in range(bins)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.bar(xs, hist, width=1 / bins, alpha=0.7, label=f"probe ({stats['rule']}, {stats['score']})", edgecolor="k")
+    ax.step([0] + [(i + 1) / bins for i in range(bins)], [top[0]] + top, where="pre", color="C3",
+            label="top-k block, same k")
+    ax.set_xlabel("position in the spectrum (index / rank)")
+    ax.set_ylabel("protected components")
+    ax.set_title(f"protected components: {100 * fraction:.1f}% of all")
+    ax.legend()
+    _save(fig, path)
+
+
+def write_plots(rd: RunDir, rows: list[dict[str, Any]]) -> None:
+    rd.plots.mkdir(parents=True, exist_ok=True)
+    plot_retention_vs_recall(rows, rd.plots / "retention_vs_recall.png")
+    if rd.svf_expert.is_file():
+        plot_scales(rd.svf_expert, rd.plots / "svf_scales.png")
+    if rd.probe_stats.is_file():
+        plot_protected_spectrum(json.loads(rd.probe_stats.read_text(encoding="utf-8")), rd.plots / "protected_spectrum.png")

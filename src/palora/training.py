@@ -1,0 +1,140 @@
+"""The one training loop of both stages (SVF expert and injection), built on accelerate.
+
+AdamW over the parameters with ``requires_grad``; parameters a module declares through
+``no_decay_parameters()`` (the SVF scales ``z``) get no weight decay. Linear warm-up, then cosine,
+linear or constant decay; gradient accumulation; gradient-norm clipping; a progress bar; one
+JSON line per log step in ``metrics.jsonl`` and one fixed-format line on the console, on the
+main process only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.nn.utils import parametrize
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .config import TrainConfig
+from .data import TrainCollator, batches
+from .errors import PaloraError
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: declared no-decay parameters, and every other trainable parameter."""
+    no_decay: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        declare = getattr(module, "no_decay_parameters", None)
+        if callable(declare):
+            no_decay.update({id(p): p for p in declare()})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise PaloraError("nothing to train: the model has no trainable parameters")
+    groups = [
+        {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
+        {"params": [p for p in trainable if id(p) not in no_decay], "weight_decay": weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    wall_time_s: float
+    trainable_parameters: int
+    losses: list[float] = field(default_factory=list)
+
+
+def train(
+    model: nn.Module,
+    items: Sequence[dict[str, list[int]]],
+    collator: TrainCollator,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    stage: str,
+    metrics_path: str | Path | None = None,
+    progress: bool = True,
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train the trainable parameters of ``model`` on tokenised ``items`` for ``cfg.steps`` steps.
+
+    The loss is the model's mean next-token cross-entropy over the labelled tokens of a batch.
+    """
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    n_trainable = count_trainable(model)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    warmup = int(round(cfg.warmup_ratio * cfg.steps))
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.steps)
+    model, optimizer = acc.prepare(model, optimizer)  # the scheduler steps once per optimizer step
+    model.train()
+
+    # each process sees its own shard of every global batch
+    world, rank = acc.num_processes, acc.process_index
+    stream = batches(list(items), cfg.batch_size * world, seed=seed)
+    log = open(metrics_path, "a", encoding="utf-8") if (metrics_path and acc.is_main_process) else None
+    bar = tqdm(total=cfg.steps, desc=stage, disable=not (progress and acc.is_main_process), unit="step")
+    losses: list[float] = []
+    start = last = time.perf_counter()
+    try:
+        for step in range(1, cfg.steps + 1):
+            step_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                group = next(stream)
+                shard = group[rank::world] or group[:1]
+                batch = {k: v.to(acc.device) for k, v in collator(shard).items()}
+                # gradients are all-reduced once per optimizer step, on the last micro-batch
+                sync = acc.no_sync(model) if micro < cfg.grad_accum - 1 else nullcontext()
+                with sync, parametrize.cached():  # each projection computed once per micro-batch
+                    loss = model(**batch).loss
+                    acc.backward(loss / cfg.grad_accum)
+                step_loss += float(loss.detach()) / cfg.grad_accum
+            grad_norm = None
+            if cfg.max_grad_norm > 0:
+                grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if not math.isfinite(step_loss):
+                raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; lower the learning rate")
+            losses.append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}")
+            if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                now = time.perf_counter()
+                record = {
+                    "stage": stage,
+                    "step": step,
+                    "loss": round(step_loss, 6),
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+                    "time_s": round(now - start, 3),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.write(
+                    f"{stage} step {step}/{cfg.steps}: loss {step_loss:.4f}, lr {record['lr']:.2e}, "
+                    f"time {1000 * (now - last) / cfg.log_every:.0f}ms/step"
+                )
+                last = now
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    model.eval()
+    return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses)

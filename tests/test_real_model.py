@@ -1,0 +1,49 @@
+"""End to end on the real SmolLM2-135M-Instruct (packaged GGUF, converted once per machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from palora.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.real_model
+
+
+def test_palora_run_on_smollm2_writes_the_whole_run_directory(tmp_path):
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_data.py"), str(data)], check=True)
+    out = tmp_path / "run"
+    code = main([
+        "run", "--model", "smollm2-135m-instruct",
+        "--skill-train", str(data / "skill_train.jsonl"), "--skill-eval", str(data / "skill_eval.jsonl"),
+        "--knowledge-train", str(data / "knowledge_train.jsonl"),
+        "--knowledge-eval", str(data / "knowledge_eval.jsonl"),
+        "--out", str(out), "--quiet",
+        "--set", "svf.train.steps=2", "--set", "inject.train.steps=2", "--set", "svf.train.batch_size=4",
+        "--set", "inject.train.batch_size=4", "--set", "eval.limit=6", "--set", "eval.max_new_tokens=6",
+    ])
+    assert code == 0
+    for rel in ["config.yaml", "svf_expert.safetensors", "subspace.safetensors", "expert_model/model.safetensors",
+                "report.json", "report.md", "metrics.jsonl", "plots/retention_vs_recall.png",
+                "plots/svf_scales.png", "plots/protected_spectrum.png"]:
+        assert (out / rel).is_file(), rel
+    for method in ("palora", "lora"):
+        assert (out / "methods" / method / "adapter" / "adapter_model.safetensors").is_file()
+        assert (out / "methods" / method / "merged_model" / "model.safetensors").is_file()
+    with safe_open(str(out / "svf_expert.safetensors"), framework="pt") as f:
+        keys = set(f.keys())
+    # SmolLM2: 30 layers x (gate, up, down)
+    assert len([k for k in keys if k.endswith(".z")]) == 90
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["base", "expert", "palora", "lora"]
+    stages = report["stages"]
+    assert stages["inject:palora"]["certificate_out"] < 1e-4
+    assert stages["inject:palora"]["certificate_in"] < 1e-4

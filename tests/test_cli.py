@@ -232,3 +232,18 @@ def test_run_without_merged_models_evaluates_the_adapter(data, tmp_path):
     assert (out / "methods/lora/adapter/adapter_model.safetensors").is_file()
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["base", "expert", "lora"]
+
+
+@pytest.mark.parametrize("score", ["activation", "fisher"])
+def test_probe_with_skill_statistics_and_old_facts(data, tmp_path, score):
+    model = save_tiny_checkpoint(tmp_path / "base", "llama", seed=0)
+    out = tmp_path / "run"
+    argv = run_args(model, data, out) + ["--set", f"probe.score={score}", "--set", "probe.stat_batches=2",
+                                         "--set", f"data.known_eval={data['knowledge_eval']}"]
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["stages"]["probe"]["score"] == score
+    for row in report["rows"]:
+        assert 0.0 <= row["known_recall"] <= 1.0
+        assert "known_retention" in row
+    assert "old-fact recall" in (out / "report.md").read_text()

@@ -34,26 +34,52 @@ from .subspace import Subspace
 class RunDir:
     """Paths of one run directory (creates nothing)."""
 
-    FILES = {
-        "config": "config.yaml",
-        "svf_expert": "svf_expert.safetensors",
-        "subspace": "subspace.safetensors",
-        "expert_model": "expert_model",
-        "report_json": "report.json",
-        "report_md": "report.md",
-        "metrics": "metrics.jsonl",
-        "plots": "plots",
-        "probe_stats": "probe_stats.json",
-        "evaluations": "evaluations",
-    }
-
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    def __getattr__(self, key: str) -> Path:
-        if key in RunDir.FILES:
-            return self.root / RunDir.FILES[key]
-        raise AttributeError(key)
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def svf_expert(self) -> Path:
+        return self.root / "svf_expert.safetensors"
+
+    @property
+    def subspace(self) -> Path:
+        return self.root / "subspace.safetensors"
+
+    @property
+    def expert_model(self) -> Path:
+        return self.root / "expert_model"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages.json"
+
+    @property
+    def probe_stats(self) -> Path:
+        return self.root / "probe_stats.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "evaluations"
 
     def method(self, name: str) -> Path:
         return self.root / "methods" / name

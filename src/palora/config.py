@@ -56,6 +56,9 @@ class DataConfig:
     skill_eval: str | None = _f(None, "JSONL {prompt, answer} to measure the skill")
     knowledge_train: str | None = _f(None, "JSONL of the facts to inject")
     knowledge_eval: str | None = _f(None, "JSONL {prompt, answer} to measure recall of the facts")
+    known_eval: str | None = _f(
+        None, "optional JSONL {prompt, answer} of facts the base model already knows (old-fact retention)"
+    )
     chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template when it has one")
     max_length: int = _f(256, "longest training sequence in tokens (longer ones are cut)")
     skill_checker: Literal["numeric", "exact", "contains"] = _f(
@@ -106,9 +109,13 @@ class SVFConfig:
 
 @dataclass
 class ProbeConfig:
-    score: Literal["delta", "sigma_delta"] = _f(
-        "delta", "delta: |s - 1|; sigma_delta: sigma * |s - 1|"
+    score: Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"] = _f(
+        "delta",
+        "delta: |s-1|; sigma_delta: sigma*|s-1|; activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "
+        "activation_delta: activation*|s-1|; fisher: E_skill[(dL/dz)^2]",
     )
+    stat_batches: int = _f(16, "batches of the skill training data for the activation / fisher scores")
+    stat_batch_size: int = _f(16, "sequences per batch for those statistics")
     rule: Literal["fraction", "topk", "global", "threshold", "energy"] = _f(
         "fraction",
         "fraction / topk: per matrix; global: one budget over all matrices; "
@@ -124,6 +131,8 @@ class ProbeConfig:
         _check(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
         _check(self.k >= 0, "probe.k", self.k, "must be >= 0")
         _check(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
+        _check(self.stat_batches > 0, "probe.stat_batches", self.stat_batches, "must be positive")
+        _check(self.stat_batch_size > 0, "probe.stat_batch_size", self.stat_batch_size, "must be positive")
 
 
 @dataclass

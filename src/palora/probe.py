@@ -3,7 +3,13 @@
 Scores come from the frozen expert's effective scale ``s`` (see :mod:`palora.svf`):
 
 * ``delta``:       ``a_i = |s_i − 1|``        (how far skill training moved component i);
-* ``sigma_delta``: ``a_i = σ_i · |s_i − 1|``  (the same, in units of the weight's own energy).
+* ``sigma_delta``: ``a_i = σ_i · |s_i − 1|``  (the same, in units of the weight's own energy);
+* ``activation``: ``a_i = (σ_i s_i)² · E_skill[(v_iᵀ x)²]`` (the share of the expert's output
+  energy on the skill's inputs that flows through component i);
+* ``activation_delta``: ``activation · |s_i − 1|`` (energy the skill uses, on components it moved);
+* ``fisher``: ``a_i = E[(∂L_skill/∂z_i)²]`` (sensitivity of the skill's loss to the component).
+
+The last three need the skill data (:mod:`palora.skill_stats`).
 
 Selection rules turn scores into a protected index set ``S`` per matrix (``r`` = its rank):
 
@@ -31,18 +37,30 @@ from .subspace import Subspace
 from .svf import effective_scale
 from .targets import Target
 
-Score = Literal["delta", "sigma_delta"]
+Score = Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"]
+#: scores that need statistics of the skill data (``stat`` below)
+DATA_SCORES = {"activation": "activation", "activation_delta": "activation", "fisher": "fisher"}
 Rule = Literal["fraction", "topk", "global", "threshold", "energy"]
 
 
-def component_scores(scale: torch.Tensor, sigma: torch.Tensor, score: Score) -> torch.Tensor:
-    """Per-component scores (r,) float32 from the effective scale ``s`` and ``σ``."""
+def component_scores(
+    scale: torch.Tensor, sigma: torch.Tensor, score: Score, stat: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Per-component scores (r,) float32 from the effective scale ``s``, ``σ`` and, for the data
+    scores, ``stat`` (``E[(vᵀx)²]`` for the activation scores, ``E[(∂L/∂z)²]`` for ``fisher``)."""
     delta = (scale.float() - 1.0).abs()
     if score == "delta":
         return delta
     if score == "sigma_delta":
         return sigma.float() * delta
-    raise ValueError(f"unknown probe score {score!r}")
+    if score not in DATA_SCORES:
+        raise ValueError(f"unknown probe score {score!r}")
+    if stat is None:
+        raise ValueError(f"probe score {score!r} needs statistics of the skill data")
+    if score == "fisher":
+        return stat.float()
+    energy = (sigma.float() * scale.float()) ** 2 * stat.float()
+    return energy if score == "activation" else energy * delta
 
 
 @dataclass(frozen=True)
@@ -153,11 +171,13 @@ def select_subspace(
     score: Score = "delta",
     rule: SelectionRule | None = None,
     progress: bool = True,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Subspace], dict]:
     """The protected subspace of every target from a trained SVF state (``<name>.z``, ``<name>.sigma``).
 
     Scores need only ``σ`` and ``s``, so the global rule sees every matrix before the SVDs are
-    redone, one matrix at a time, to slice ``U_S`` and ``V_S``. Returns the subspaces (soft
+    redone, one matrix at a time, to slice ``U_S`` and ``V_S``. ``stats`` are the skill statistics
+    the data scores need (:mod:`palora.skill_stats`). Returns the subspaces (soft
     weights always filled in) and :func:`spectrum_stats` of the selection.
     """
     rule = rule or SelectionRule()
@@ -166,7 +186,8 @@ def select_subspace(
         if f"{t.name}.z" not in state:
             raise KeyError(f"the SVF state has no scale for {t.name}")
         sigma = state[f"{t.name}.sigma"]
-        scores[t.name] = component_scores(effective_scale(state[f"{t.name}.z"], sigma, parametrization), sigma, score)
+        scale = effective_scale(state[f"{t.name}.z"], sigma, parametrization)
+        scores[t.name] = component_scores(scale, sigma, score, None if stats is None else stats[t.name])
         ranks[t.name] = sigma.numel()
     indices = select(scores, rule)
     subspaces = {}

@@ -24,17 +24,25 @@ def _pct(x: float | None) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | skill accuracy % | retention % | new-fact recall % | trainable params | train time s |\n"
-            "|---|---|---|---|---|---|\n")
+    """The metrics table; the old-fact column appears when the run measured old facts."""
+    known = any("known_recall" in r for r in rows)
+    head = "| model | skill accuracy % | retention % | new-fact recall % |"
+    rule = "|---|---|---|---|"
+    if known:
+        head += " old-fact recall % |"
+        rule += "---|"
+    head += " trainable params | train time s |\n"
+    rule += "---|---|\n"
     lines = []
     for r in rows:
         t = r.get("train_time_s")
-        lines.append(
-            f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
-            f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} | {r['trainable_parameters']:,} "
-            f"| {'' if t is None else f'{t:.1f}'} |"
-        )
-    return head + "\n".join(lines) + "\n"
+        line = (f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
+                f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} |")
+        if known:
+            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} |"
+        line += f" {r['trainable_parameters']:,} | {'' if t is None else f'{t:.1f}'} |"
+        lines.append(line)
+    return head + rule + "\n".join(lines) + "\n"
 
 
 def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:

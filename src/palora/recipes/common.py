@@ -6,16 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
-
 from ..artifacts import RunDir, write_json
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..linalg import fingerprint
 from ..targets import find_targets
-
-STAGES_FILE = "stages.json"
-
 
 def require(value: Any, key: str, flag: str) -> Any:
     """Refuse a missing input in one line that names the config key and its flag."""
@@ -24,24 +19,19 @@ def require(value: Any, key: str, flag: str) -> Any:
     return value
 
 
-def seed_everything(seed: int) -> None:
-    set_seed(seed)
-
-
 def target_fingerprint(model, cfg: RunConfig) -> str:
     return fingerprint(find_targets(model, cfg.model.target_modules))
 
 
 def read_stages(rd: RunDir) -> dict[str, Any]:
-    path = rd.root / STAGES_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
 
 
 def record_stage(rd: RunDir, key: str, info: dict[str, Any]) -> None:
     """Merge ``info`` under ``key`` in ``stages.json`` (wall times, fingerprints, certificates)."""
     stages = read_stages(rd)
     stages[key] = info
-    write_json(rd.root / STAGES_FILE, stages)
+    write_json(rd.stages, stages)
 
 
 def ensure_dir(path: Path) -> Path:

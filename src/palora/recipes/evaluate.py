@@ -39,6 +39,7 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
     skill = load_eval(require(cfg.data.skill_eval, "data.skill_eval", "--skill-eval"))
     facts = load_eval(require(cfg.data.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"))
+    known = load_eval(cfg.data.known_eval) if cfg.data.known_eval else None
     stages = read_stages(rd)
     names = ["base", "expert", *[m for m in cfg.inject.methods if f"inject:{m}" in stages]]
     e = cfg.eval
@@ -59,7 +60,7 @@ def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
         _save_outputs(rd, name, "skill", skill, s)
         _save_outputs(rd, name, "knowledge", facts, k)
         stage = stages.get("svf" if name == "expert" else f"inject:{name}", {})
-        rows.append({
+        row = {
             "name": name,
             "seed": cfg.seed,
             "skill_accuracy": s.accuracy,
@@ -71,12 +72,18 @@ def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
             "n_knowledge": k.n,
             "trainable_parameters": stage.get("trainable_parameters", 0),
             "train_time_s": stage.get("wall_time_s"),
-            "eval_time_s": round(time.perf_counter() - start, 2),
-        })
-    expert = next((r for r in rows if r["name"] == "expert"), None)
+        }
+        if known is not None:
+            o = evaluate(model, tok, known, cfg.data.knowledge_checker, desc=f"eval {name}: known facts", **common)
+            _save_outputs(rd, name, "known", known, o)
+            row.update(known_recall=o.accuracy, known_stderr=o.stderr)
+        row["eval_time_s"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+    expert = next(r for r in rows if r["name"] == "expert")
     for r in rows:
-        if expert is not None:
-            r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
+        r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
+        if known is not None:  # old facts are measured against the base model, which knew them all
+            r["known_retention"] = retention(r["known_recall"], rows[0]["known_recall"])
     record_stage(rd, "eval", {"rows": len(rows)})
     write_report(rd, rows, read_stages(rd), cfg)
     return rows

@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from transformers import set_seed
+
 from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
 from ..config import RunConfig
 from ..data import TrainCollator, load_train, tokenize_train
@@ -21,7 +23,7 @@ from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
 from ..subspace import Subspace
 from ..targets import find_targets
 from ..training import train
-from .common import read_stages, record_stage, require, seed_everything, target_fingerprint
+from .common import read_stages, record_stage, require, target_fingerprint
 
 
 def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subspace]:
@@ -53,7 +55,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     results = {}
     for method in cfg.inject.methods:
         start = time.perf_counter()
-        seed_everything(cfg.seed)
+        set_seed(cfg.seed)
         expert = load_model(cfg.model, path=str(rd.expert_model))
         targets = find_targets(expert, cfg.model.target_modules)
         expert_fp = target_fingerprint(expert, cfg)

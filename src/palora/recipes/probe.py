@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+
+import torch
 
 from ..artifacts import RunDir, load_svf_expert, save_subspace, write_json
 from ..config import RunConfig
+from ..data import TrainCollator, batches, load_train, tokenize_train
 from ..errors import ArtifactError
-from ..models import load_model
-from ..probe import SelectionRule, select_subspace
+from ..models import load_model, load_model_and_tokenizer
+from ..probe import DATA_SCORES, SelectionRule, select_subspace
+from ..skill_stats import activation_energy, fisher_information
+from ..svf import add_svf, load_svf_state
 from ..targets import find_targets
-from .common import record_stage, target_fingerprint
+from .common import record_stage, require, target_fingerprint
 
 
 def selection_rule(cfg: RunConfig) -> SelectionRule:
@@ -18,27 +24,43 @@ def selection_rule(cfg: RunConfig) -> SelectionRule:
     return SelectionRule(rule=p.rule, fraction=p.fraction, k=p.k, threshold=p.threshold, energy=p.energy)
 
 
+def skill_statistics(cfg: RunConfig, state: dict, parametrization: str, progress: bool) -> dict[str, torch.Tensor]:
+    """Activation energy or Fisher information of the skill data, through the (unmerged) expert."""
+    model, tok = load_model_and_tokenizer(cfg.model)
+    add_svf(model, parametrization, cfg.model.target_modules, progress=False)
+    load_svf_state(model, state)
+    path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
+    items = tokenize_train(load_train(path), tok, cfg.data.max_length, cfg.data.chat_template)
+    collate = TrainCollator(tok.pad_token_id)
+    stream = batches(items, cfg.probe.stat_batch_size, seed=cfg.seed)
+    data = [collate(b) for b in itertools.islice(stream, cfg.probe.stat_batches)]
+    if DATA_SCORES[cfg.probe.score] == "fisher":
+        return fisher_information(model, data, progress)
+    return activation_energy(model, data, progress)
+
+
 def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     start = time.perf_counter()
     model = load_model(cfg.model)
     base_fp = target_fingerprint(model, cfg)
     state, meta = load_svf_expert(rd.svf_expert, base_fp)
+    stats = skill_statistics(cfg, state, meta["parametrization"], progress) if cfg.probe.score in DATA_SCORES else None
     rule = selection_rule(cfg)
     try:
-        subspaces, stats = select_subspace(find_targets(model, cfg.model.target_modules), state,
-                                           meta["parametrization"], cfg.probe.score, rule, progress)
+        subspaces, spectrum = select_subspace(find_targets(model, cfg.model.target_modules), state,
+                                              meta["parametrization"], cfg.probe.score, rule, progress, stats)
     except (KeyError, ValueError) as e:
         raise ArtifactError(f"SVF expert {rd.svf_expert} does not fit {cfg.model.name}: {e}") from None
     save_subspace(rd.subspace, subspaces, base_fp, meta["expert_fingerprint"], rule.describe(),
                   cfg.probe.score, cfg.probe.store_vectors)
-    write_json(rd.probe_stats, stats)
+    write_json(rd.probe_stats, spectrum)
     info = {
         "wall_time_s": round(time.perf_counter() - start, 2),
         "rule": rule.describe(),
         "score": cfg.probe.score,
-        "protected": stats["selected"],
-        "protected_fraction": stats["fraction"],
-        "in_top_block": stats["in_top_block"],
+        "protected": spectrum["selected"],
+        "protected_fraction": spectrum["fraction"],
+        "in_top_block": spectrum["in_top_block"],
     }
     record_stage(rd, "probe", info)
     return info

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import time
 
+from transformers import set_seed
+
 from ..artifacts import RunDir, atomic_path, save_svf_expert
 from ..config import RunConfig
 from ..data import TrainCollator, load_train, tokenize_train
 from ..models import load_model_and_tokenizer
 from ..svf import add_svf, merge_svf, svf_state
 from ..training import train
-from .common import record_stage, require, seed_everything, target_fingerprint
+from .common import record_stage, require, target_fingerprint
 
 
 def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     start = time.perf_counter()
-    seed_everything(cfg.seed)
+    set_seed(cfg.seed)
     data_path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
     examples = load_train(data_path)
     model, tok = load_model_and_tokenizer(cfg.model)

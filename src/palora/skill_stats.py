@@ -1,0 +1,75 @@
+"""Statistics of the skill's own data per singular component, measured through the SVF expert.
+
+For a target ``W_z = U diag(σ ⊙ s) Vᵀ`` and the inputs ``x`` the skill data sends into it:
+
+* activation energy ``e_i = E_x[(v_iᵀ x)²]`` (over non-padding tokens): how much of the skill's
+  input lies along ``v_i``. Component ``i`` contributes ``(σ_i s_i)² e_i`` to the expert's output
+  energy ``E‖W_z x‖²`` on the skill, which is the ``activation`` score of :mod:`palora.probe`;
+* Fisher information ``f_i = E_batch[(∂L_skill/∂z_i)²]``: how sensitive the skill's loss is to
+  component ``i``'s scale.
+
+Both are computed on a model carrying :class:`~palora.svf.SVFLinear` layers (the expert before
+its merge), so component ``i`` here is exactly component ``i`` of the saved expert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .svf import svf_layers
+
+
+@torch.no_grad()
+def activation_energy(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], progress: bool = True) -> dict[str, torch.Tensor]:
+    """``E[(v_iᵀ x)²]`` (r,) float32 per SVF layer, over the non-padding tokens of ``batches``."""
+    layers = svf_layers(model)
+    sums = {name: torch.zeros_like(layer.sigma) for name, layer in layers.items()}
+    mask: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(module, inputs, output):
+            h = (inputs[0] @ module.V).float() ** 2  # (B, T, n) -> (B, T, r)
+            sums[name] += (h * mask["m"][..., None]).sum(dim=(0, 1))
+
+        return fn
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(list(batches), desc="activations", disable=not progress, unit="batch"):
+            mask["m"] = batch["attention_mask"].to(torch.float32)
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            tokens += int(batch["attention_mask"].sum())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: s / max(tokens, 1) for name, s in sums.items()}
+
+
+def fisher_information(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], progress: bool = True) -> dict[str, torch.Tensor]:
+    """``E_batch[(∂L/∂z_i)²]`` (r,) float32 per SVF layer; ``z`` is left unchanged."""
+    layers = svf_layers(model)
+    sums = {name: torch.zeros_like(layer.sigma) for name, layer in layers.items()}
+    n = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(list(batches), desc="fisher", disable=not progress, unit="batch"):
+            for layer in layers.values():
+                layer.z.grad = None
+            model(**batch).loss.backward()
+            for name, layer in layers.items():
+                sums[name] += layer.z.grad.detach().float() ** 2
+            n += 1
+    finally:
+        for layer in layers.values():
+            layer.z.grad = None
+        model.train(was_training)
+    return {name: s / max(n, 1) for name, s in sums.items()}

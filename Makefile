@@ -16,6 +16,10 @@ $(BIN)/palora: pyproject.toml constraints.txt
 setup: $(BIN)/palora
 
 run: setup
+	$(BIN)/palora demo --out runs/demo
+
+# the small example of examples/ through `palora run` (user data path)
+example: setup
 	$(BIN)/python examples/make_data.py examples/data
 	$(BIN)/palora run --model smollm2-135m-instruct \
 		--skill-train examples/data/skill_train.jsonl --skill-eval examples/data/skill_eval.jsonl \
@@ -26,4 +30,4 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q; status=$$?; [ $$status -eq 0 ] || [ $$status -eq 5 ]
 
-.PHONY: setup run test
+.PHONY: setup run example test

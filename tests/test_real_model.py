@@ -47,3 +47,32 @@ def test_palora_run_on_smollm2_writes_the_whole_run_directory(tmp_path):
     stages = report["stages"]
     assert stages["inject:palora"]["certificate_out"] < 1e-4
     assert stages["inject:palora"]["certificate_in"] < 1e-4
+
+
+def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main([
+        "demo", "--out", str(out), "--quiet",
+        "--set", "data_gen.n_skill_train=64", "--set", "data_gen.n_skill_val=8", "--set", "data_gen.n_skill_test=16",
+        "--set", "data_gen.n_people=6", "--set", "svf.train.steps=2", "--set", "inject.train.steps=2",
+        "--set", "svf.train.batch_size=4", "--set", "inject.train.batch_size=4", "--set", "probe.stat_batches=2",
+        "--set", "eval.limit=8", "--set", "eval.max_new_tokens=6",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("base", "expert", "palora", "lora"):
+        assert f"| {name} |" in printed
+    assert "old-fact recall" in printed and "Wall time per stage" in printed
+    for rel in ["data/manifest.json", "data/skill_test.jsonl", "data/knowledge_test.jsonl", "data/known_facts.jsonl",
+                "config.yaml", "svf_expert.safetensors", "subspace.safetensors", "report.json", "report.md",
+                "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_spectrum.png"]:
+        assert (out / rel).is_file(), rel
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"base", "expert", "palora", "lora"}
+    for r in rows.values():
+        for key in ("skill_accuracy", "knowledge_recall", "known_recall", "trainable_parameters"):
+            assert r[key] is not None
+    # the evaluation read the test splits, never the validation ones
+    assert report["config"]["data"]["skill_eval"].endswith("skill_test.jsonl")
+    assert report["config"]["data"]["knowledge_eval"].endswith("knowledge_test.jsonl")

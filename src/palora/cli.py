@@ -33,6 +33,10 @@ FLAGS: dict[str, tuple[str, str, str]] = {
 }
 
 VERBS: dict[str, tuple[str, list[str]]] = {
+    "data": ("write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, "
+             "capitals the model already knows) and a manifest into --out", ["--model", "--out"]),
+    "demo": ("the embedded default: demo data, SVF expert, probe, plain LoRA and PALoRA under one budget, "
+             "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes)", ["--out", "--seed"]),
     "run": ("every stage: SVF expert, probe, injection with each method, evaluation, report",
             ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
              "--methods", "--seed"]),
@@ -45,6 +49,8 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",
              ["--skill-eval", "--knowledge-eval", "--out"]),
 }
+
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 EXAMPLE = """\
 example:
@@ -98,16 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _recipe(verb: str) -> Callable[..., Any]:
     # imported lazily so that `palora --help` is fast
-    from .recipes import evaluate, inject, pipeline, probe, svf
+    from .recipes import data, demo, evaluate, inject, pipeline, probe, svf
 
-    return {"run": pipeline.run_all, "svf": svf.run_svf, "probe": probe.run_probe,
+    return {"data": data.run_data, "demo": demo.run_demo, "run": pipeline.run_all, "svf": svf.run_svf, "probe": probe.run_probe,
             "inject": inject.run_inject, "eval": evaluate.run_eval}[verb]
 
 
 def configure(args: argparse.Namespace) -> RunConfig:
     flags = {FLAGS[f][0]: getattr(args, FLAGS[f][0], None) for f in VERBS[args.verb][1]}
     config_file = args.config
-    if config_file is None and args.verb != "run":
+    if args.verb == "demo":
+        config_file = config_file or DEMO_CONFIG
+        flags.setdefault("out", None)
+        flags["out"] = flags["out"] or "runs/demo"
+    elif config_file is None and args.verb not in ("run", "data"):
         # a stage verb continues the run found in --out (or the default run directory)
         out = flags.get("out") or RunConfig().out
         existing = Path(out) / "config.yaml"
@@ -134,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         rd.root.mkdir(parents=True, exist_ok=True)
         save(cfg, rd.config)
         result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)
-        if args.verb in ("run", "eval"):
-            from .report import markdown_table
+        if args.verb in ("run", "eval", "demo"):
+            from .report import markdown_table, stage_times
 
             print(markdown_table(result))
-            print(f"run directory: {rd.root}")
+            print(stage_times(rd))
+            print(f"run directory: {rd.root} (report.md, report.json, plots/)")
         return 0
     except PaloraError as e:
         if args.debug:

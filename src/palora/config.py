@@ -20,87 +20,77 @@ from typing import Any, Literal
 
 import yaml
 
+from .datasets.spec import DataSpec
 from .errors import ConfigError
+from .fields import check_value, documented
 
 PACKAGED_DEFAULT_MODEL = "smollm2-135m-instruct"
 INJECTION_METHODS = ("palora", "lora")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help line (mutable defaults go through ``default_factory``)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-def _check(ok: bool, key: str, value: Any, why: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r}: {why}")
-
-
 @dataclass
 class ModelConfig:
-    name: str = _f(PACKAGED_DEFAULT_MODEL, "local folder, hub id, or packaged model name")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f(
+    name: str = documented(PACKAGED_DEFAULT_MODEL, "local folder, hub id, or packaged model name")
+    dtype: Literal["float32", "bfloat16", "float16"] = documented(
         "float32", "dtype the model's weights are loaded and trained in"
     )
-    target_modules: list[str] | None = _f(
+    target_modules: list[str] | None = documented(
         None, "names (last path component) of the matrices to adapt; default: the MLP of the family"
     )
-    trust_remote_code: bool = _f(False, "allow a hub model to run its own Python code")
+    trust_remote_code: bool = documented(False, "allow a hub model to run its own Python code")
 
 
 @dataclass
 class DataConfig:
-    skill_train: str | None = _f(None, "JSONL of the reasoning skill, for the SVF expert")
-    skill_eval: str | None = _f(None, "JSONL {prompt, answer} to measure the skill")
-    knowledge_train: str | None = _f(None, "JSONL of the facts to inject")
-    knowledge_eval: str | None = _f(None, "JSONL {prompt, answer} to measure recall of the facts")
-    known_eval: str | None = _f(
+    skill_train: str | None = documented(None, "JSONL of the reasoning skill, for the SVF expert")
+    skill_eval: str | None = documented(None, "JSONL {prompt, answer} to measure the skill")
+    knowledge_train: str | None = documented(None, "JSONL of the facts to inject")
+    knowledge_eval: str | None = documented(None, "JSONL {prompt, answer} to measure recall of the facts")
+    known_eval: str | None = documented(
         None, "optional JSONL {prompt, answer} of facts the base model already knows (old-fact retention)"
     )
-    chat_template: bool = _f(False, "wrap prompts in the tokenizer's chat template when it has one")
-    max_length: int = _f(256, "longest training sequence in tokens (longer ones are cut)")
-    skill_checker: Literal["numeric", "exact", "contains"] = _f(
+    chat_template: bool = documented(False, "wrap prompts in the tokenizer's chat template when it has one")
+    max_length: int = documented(256, "longest training sequence in tokens (longer ones are cut)")
+    skill_checker: Literal["numeric", "exact", "contains"] = documented(
         "numeric", "how a skill answer is checked"
     )
-    knowledge_checker: Literal["numeric", "exact", "contains"] = _f(
+    knowledge_checker: Literal["numeric", "exact", "contains"] = documented(
         "contains", "how a recalled fact is checked"
     )
 
     def __post_init__(self) -> None:
-        _check(self.max_length > 0, "data.max_length", self.max_length, "must be positive")
+        check_value(self.max_length > 0, "data.max_length", self.max_length, "must be positive")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = _f(100, "optimizer steps")
-    batch_size: int = _f(16, "sequences per micro-batch and process")
-    grad_accum: int = _f(1, "micro-batches per optimizer step")
-    lr: float = _f(1e-3, "peak learning rate")
-    warmup_ratio: float = _f(0.05, "fraction of the steps with a linear warm-up")
-    schedule: Literal["cosine", "linear", "constant"] = _f("cosine", "decay after warm-up")
-    max_grad_norm: float = _f(1.0, "gradient-norm clip (0 turns it off)")
-    weight_decay: float = _f(0.0, "AdamW weight decay on parameters that allow it (never on z)")
-    log_every: int = _f(1, "optimizer steps between two lines of metrics.jsonl")
+    steps: int = documented(100, "optimizer steps")
+    batch_size: int = documented(16, "sequences per micro-batch and process")
+    grad_accum: int = documented(1, "micro-batches per optimizer step")
+    lr: float = documented(1e-3, "peak learning rate")
+    warmup_ratio: float = documented(0.05, "fraction of the steps with a linear warm-up")
+    schedule: Literal["cosine", "linear", "constant"] = documented("cosine", "decay after warm-up")
+    max_grad_norm: float = documented(1.0, "gradient-norm clip (0 turns it off)")
+    weight_decay: float = documented(0.0, "AdamW weight decay on parameters that allow it (never on z)")
+    log_every: int = documented(1, "optimizer steps between two lines of metrics.jsonl")
 
     def __post_init__(self) -> None:
-        _check(self.steps > 0, "steps", self.steps, "must be positive")
-        _check(self.batch_size > 0, "batch_size", self.batch_size, "must be positive")
-        _check(self.grad_accum > 0, "grad_accum", self.grad_accum, "must be positive")
-        _check(self.lr > 0, "lr", self.lr, "must be positive")
-        _check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
-        _check(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
-        _check(self.log_every > 0, "log_every", self.log_every, "must be positive")
+        check_value(self.steps > 0, "steps", self.steps, "must be positive")
+        check_value(self.batch_size > 0, "batch_size", self.batch_size, "must be positive")
+        check_value(self.grad_accum > 0, "grad_accum", self.grad_accum, "must be positive")
+        check_value(self.lr > 0, "lr", self.lr, "must be positive")
+        check_value(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
+        check_value(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
+        check_value(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check_value(self.log_every > 0, "log_every", self.log_every, "must be positive")
 
 
 @dataclass
 class SVFConfig:
-    parametrization: Literal["linear", "t2"] = _f(
+    parametrization: Literal["linear", "t2"] = documented(
         "linear", "linear: s = z; t2: s = sigmoid(z) * sum(sigma) / sum(sigma * sigmoid(z))"
     )
-    t2_init: float = _f(0.1, "initial z of the t2 parametrization (any constant is the identity)")
+    t2_init: float = documented(0.1, "initial z of the t2 parametrization (any constant is the identity)")
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-2),
         metadata={"help": "optimisation of the SVF expert"},
@@ -109,67 +99,67 @@ class SVFConfig:
 
 @dataclass
 class ProbeConfig:
-    score: Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"] = _f(
+    score: Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"] = documented(
         "delta",
         "delta: |s-1|; sigma_delta: sigma*|s-1|; activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "
         "activation_delta: activation*|s-1|; fisher: E_skill[(dL/dz)^2]",
     )
-    stat_batches: int = _f(16, "batches of the skill training data for the activation / fisher scores")
-    stat_batch_size: int = _f(16, "sequences per batch for those statistics")
-    rule: Literal["fraction", "topk", "global", "threshold", "energy"] = _f(
+    stat_batches: int = documented(16, "batches of the skill training data for the activation / fisher scores")
+    stat_batch_size: int = documented(16, "sequences per batch for those statistics")
+    rule: Literal["fraction", "topk", "global", "threshold", "energy"] = documented(
         "fraction",
         "fraction / topk: per matrix; global: one budget over all matrices; "
         "threshold: score above a value; energy: smallest set holding that share of the score",
     )
-    fraction: float = _f(0.25, "rule=fraction or global: share of the components protected")
-    k: int = _f(64, "rule=topk: components protected per matrix")
-    threshold: float = _f(0.05, "rule=threshold: protect components whose score exceeds it")
-    energy: float = _f(0.5, "rule=energy: share of the total score the protected set holds")
-    store_vectors: bool = _f(True, "store U_S and V_S in subspace.safetensors (else indices only)")
+    fraction: float = documented(0.25, "rule=fraction or global: share of the components protected")
+    k: int = documented(64, "rule=topk: components protected per matrix")
+    threshold: float = documented(0.05, "rule=threshold: protect components whose score exceeds it")
+    energy: float = documented(0.5, "rule=energy: share of the total score the protected set holds")
+    store_vectors: bool = documented(True, "store U_S and V_S in subspace.safetensors (else indices only)")
 
     def __post_init__(self) -> None:
-        _check(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
-        _check(self.k >= 0, "probe.k", self.k, "must be >= 0")
-        _check(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
-        _check(self.stat_batches > 0, "probe.stat_batches", self.stat_batches, "must be positive")
-        _check(self.stat_batch_size > 0, "probe.stat_batch_size", self.stat_batch_size, "must be positive")
+        check_value(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
+        check_value(self.k >= 0, "probe.k", self.k, "must be >= 0")
+        check_value(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
+        check_value(self.stat_batches > 0, "probe.stat_batches", self.stat_batches, "must be positive")
+        check_value(self.stat_batch_size > 0, "probe.stat_batch_size", self.stat_batch_size, "must be positive")
 
 
 @dataclass
 class InjectConfig:
-    methods: list[str] = _f(["palora", "lora"], f"injection methods to run: {', '.join(INJECTION_METHODS)}")
-    rank: int = _f(16, "LoRA rank r")
-    alpha: float = _f(32.0, "LoRA alpha; the update is scaled by alpha / rank")
-    dropout: float = _f(0.0, "LoRA dropout")
-    side: Literal["both", "in", "out"] = _f(
+    methods: list[str] = documented(["palora", "lora"], f"injection methods to run: {', '.join(INJECTION_METHODS)}")
+    rank: int = documented(16, "LoRA rank r")
+    alpha: float = documented(32.0, "LoRA alpha; the update is scaled by alpha / rank")
+    dropout: float = documented(0.0, "LoRA dropout")
+    side: Literal["both", "in", "out"] = documented(
         "both", "PALoRA projection: both (exact guarantee), in (A P_in) or out (P_out B)"
     )
-    soft: bool = _f(False, "soft projector I - V diag(w) V^T, w from the probe scores")
+    soft: bool = documented(False, "soft projector I - V diag(w) V^T, w from the probe scores")
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-3),
         metadata={"help": "optimisation of the injection (same budget for every method)"},
     )
 
     def __post_init__(self) -> None:
-        _check(self.rank > 0, "inject.rank", self.rank, "must be positive")
-        _check(self.alpha > 0, "inject.alpha", self.alpha, "must be positive")
-        _check(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
-        _check(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
+        check_value(self.rank > 0, "inject.rank", self.rank, "must be positive")
+        check_value(self.alpha > 0, "inject.alpha", self.alpha, "must be positive")
+        check_value(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
+        check_value(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
         for m in self.methods:
-            _check(m in INJECTION_METHODS, "inject.methods", m, f"known: {', '.join(INJECTION_METHODS)}")
-        _check(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
+            check_value(m in INJECTION_METHODS, "inject.methods", m, f"known: {', '.join(INJECTION_METHODS)}")
+        check_value(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = _f(32, "prompts per generation batch (left-padded, KV cache)")
-    max_new_tokens: int = _f(16, "greedy tokens generated per answer")
-    limit: int | None = _f(None, "evaluate at most this many items per set")
+    batch_size: int = documented(32, "prompts per generation batch (left-padded, KV cache)")
+    max_new_tokens: int = documented(16, "greedy tokens generated per answer")
+    limit: int | None = documented(None, "evaluate at most this many items per set")
 
     def __post_init__(self) -> None:
-        _check(self.batch_size > 0, "eval.batch_size", self.batch_size, "must be positive")
-        _check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be positive")
-        _check(self.limit is None or self.limit > 0, "eval.limit", self.limit, "must be positive (or null for all)")
+        check_value(self.batch_size > 0, "eval.batch_size", self.batch_size, "must be positive")
+        check_value(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be positive")
+        check_value(self.limit is None or self.limit > 0, "eval.limit", self.limit, "must be positive (or null for all)")
 
 
 @dataclass
@@ -180,9 +170,10 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "stage 2: probe"})
     inject: InjectConfig = field(default_factory=InjectConfig, metadata={"help": "stage 3: injection"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
-    out: str = _f("runs/palora", "run directory")
-    seed: int = _f(0, "seed of every random choice (init, data order)")
-    save_merged: bool = _f(True, "write methods/<method>/merged_model/ (large for big models)")
+    data_gen: DataSpec = field(default_factory=DataSpec, metadata={"help": "the demo's data sets (palora data)"})
+    out: str = documented("runs/palora", "run directory")
+    seed: int = documented(0, "seed of every random choice (init, data order)")
+    save_merged: bool = documented(True, "write methods/<method>/merged_model/ (large for big models)")
 
 
 # --------------------------------------------------------------------------- building
@@ -213,29 +204,29 @@ def _coerce(key: str, value: Any, tp: Any, base: Any = None) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}={value!r}: wrong type")
     if origin is Literal:
         choices = typing.get_args(tp)
-        _check(value in choices, key, value, f"choose one of {', '.join(map(str, choices))}")
+        check_value(value in choices, key, value, f"choose one of {', '.join(map(str, choices))}")
         return value
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        _check(isinstance(value, (list, tuple)), key, value, "expected a list")
+        check_value(isinstance(value, (list, tuple)), key, value, "expected a list")
         return [_coerce(key, v, item) for v in value]
     if tp is bool:
-        _check(isinstance(value, bool), key, value, "expected true or false")
+        check_value(isinstance(value, bool), key, value, "expected true or false")
         return value
     if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "expected an integer")
+        check_value(isinstance(value, int) and not isinstance(value, bool), key, value, "expected an integer")
         return value
     if tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        _check(ok, key, value, "expected a number")
+        check_value(ok, key, value, "expected a number")
         return float(value)
     if tp is str:
-        _check(isinstance(value, str), key, value, "expected a string")
+        check_value(isinstance(value, str), key, value, "expected a string")
         return value
     if _is_dataclass_type(tp):
-        _check(isinstance(value, dict), key, value, "expected a mapping")
+        check_value(isinstance(value, dict), key, value, "expected a mapping")
         return from_dict(tp, value, prefix=f"{key}.", base=base)
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a programming error
 

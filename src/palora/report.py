@@ -45,6 +45,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return head + rule + "\n".join(lines) + "\n"
 
 
+def stage_times(rd: RunDir) -> str:
+    """``Wall time per stage (s): svf 118.9, probe 9.3, ...`` from ``stages.json``."""
+    stages = json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
+    times = [f"{k} {v['wall_time_s']:.1f}" for k, v in stages.items() if isinstance(v, dict) and "wall_time_s" in v]
+    return "Wall time per stage (s): " + (", ".join(times) if times else "n/a")
+
+
 def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     report = {"rows": rows, "stages": stages, "palora_version": __version__, "config": to_dict(cfg)}
     write_json(rd.report_json, report)
@@ -59,9 +66,7 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
     for method, v in certs.items():
         md.append(f"\nOrthogonality certificate of `{method}` (max over matrices): "
                   f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n")
-    times = {k: v.get("wall_time_s") for k, v in stages.items() if isinstance(v, dict) and "wall_time_s" in v}
-    if times:
-        md.append("\nWall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in times.items()) + "\n")
+    md.append("\n" + stage_times(rd) + "\n")
     with atomic_path(rd.report_md) as tmp:
         tmp.write_text("".join(md), encoding="utf-8")
     write_plots(rd, rows)

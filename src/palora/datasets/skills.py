@@ -42,7 +42,8 @@ class SkillTask:
 
 
 def _arith(name: str, terms: int, digits: tuple[int, int], help: str) -> SkillTask:
-    kwargs: dict[str, Any] = dict(min_terms=terms, max_terms=terms, min_digits=digits[0], max_digits=digits[1])
+    kwargs: dict[str, Any] = dict(min_terms=terms, max_terms=terms, min_digits=digits[0],
+                                  max_digits=digits[1])
     if name == "basic_arithmetic":
         # "Calculate a - b." with non-negative terms in [0, 10^digits], no parentheses
         kwargs.update(operators=("+", "-"), allow_parentheses=False, allow_negation=False)
@@ -52,6 +53,7 @@ def _arith(name: str, terms: int, digits: tuple[int, int], help: str) -> SkillTa
 #: named tasks, the values ``DataSpec.skill_task`` accepts
 SKILL_TASKS: dict[str, SkillTask] = {
     "basic_arithmetic_2": _arith("basic_arithmetic", 2, (1, 2), "basic_arithmetic, 2 terms, +/-, 1-2 digits"),
+    "basic_arithmetic_2d": _arith("basic_arithmetic", 2, (2, 2), "basic_arithmetic, 2 terms, +/-, 2 digits"),
     "basic_arithmetic_3x1": _arith("basic_arithmetic", 3, (1, 1), "basic_arithmetic, 3 terms, +/-, 1 digit"),
     "chain_sum_2": _arith("chain_sum", 2, (1, 2), "chain_sum, 2 terms, 1-2 digits"),
     "chain_sum_3": _arith("chain_sum", 3, (1, 2), "chain_sum, 3 terms, 1-2 digits"),
@@ -92,7 +94,7 @@ def _draw(task: SkillTask, seed: int, n: int, exclude: set[str], distinct: bool)
 def _check_answer(task: SkillTask, item: dict[str, Any]) -> str:
     answer = str(item["answer"])
     if not get_checker(task.checker)(answer, answer, ()):  # raises DataError if unreadable
-        raise DataError(f"skill task {task.name}: the {task.checker} checker rejects its own answer {answer!r}")
+        raise DataError(f"skill task {task.name}: the {task.checker} checker rejects its answer {answer!r}")
     return answer
 
 
@@ -110,9 +112,10 @@ def skill_splits(task: SkillTask, n_train: int, n_val: int, n_test: int, seed: i
     val = _draw(task, split_seed(seed, "val"), n_val, seen, distinct=True)
     seen |= {item["question"] for item in val}
     test = _draw(task, split_seed(seed, "test"), n_test, seen, distinct=True)
-    return {
-        "train": [{"prompt": PROMPT.format(q=it["question"]), "completion": " " + _check_answer(task, it)}
-                  for it in train],
-        "val": [{"prompt": PROMPT.format(q=it["question"]), "answer": _check_answer(task, it)} for it in val],
-        "test": [{"prompt": PROMPT.format(q=it["question"]), "answer": _check_answer(task, it)} for it in test],
-    }
+
+    def lines(items: list[dict[str, Any]], key: str, lead: str) -> list[dict[str, str]]:
+        return [{"prompt": PROMPT.format(q=it["question"]), key: lead + _check_answer(task, it)}
+                for it in items]
+
+    return {"train": lines(train, "completion", " "), "val": lines(val, "answer", ""),
+            "test": lines(test, "answer", "")}

@@ -37,6 +37,7 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult
 
 
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
+    begin = time.perf_counter()
     skill = load_eval(require(cfg.data.skill_eval, "data.skill_eval", "--skill-eval"))
     facts = load_eval(require(cfg.data.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"))
     known = load_eval(cfg.data.known_eval) if cfg.data.known_eval else None
@@ -84,6 +85,6 @@ def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
         r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
         if known is not None:  # old facts are measured against the base model, which knew them all
             r["known_retention"] = retention(r["known_recall"], rows[0]["known_recall"])
-    record_stage(rd, "eval", {"rows": len(rows)})
+    record_stage(rd, "eval", {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)})
     write_report(rd, rows, read_stages(rd), cfg)
     return rows

@@ -1,0 +1,259 @@
+"""The demo data generators: determinism by seed, disjoint splits, unseen eval templates, no collisions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+
+import pytest
+
+from palora.checkers import check_contains, check_numeric, normalize
+from palora.data import load_eval, load_train
+from palora.datasets import (
+    SKILL_TASKS, DataSpec, SkillTask, biography_splits, candidate_capitals, keep_known, make_people,
+    skill_splits, write_demo_data,
+)
+from palora.datasets import biographies as bio
+from palora.datasets import known_facts
+from palora.datasets.writer import FILES
+from palora.errors import ConfigError, DataError
+from tiny import make_tiny_model
+from tiny_tokenizer import make_tiny_tokenizer
+
+SMALL = dict(n_skill_train=60, n_skill_val=15, n_skill_test=15, n_people=12)
+
+
+def _words(text: str) -> str:
+    """Normalised text padded with spaces, so ``f" {w} " in _words(t)`` is a whole-word test."""
+    return f" {normalize(text)} "
+
+
+# ------------------------------------------------------------------------------------------ skills
+
+
+@pytest.mark.parametrize("name", list(SKILL_TASKS))
+def test_skill_splits_disjoint_and_checkable(name):
+    splits = skill_splits(SKILL_TASKS[name], 200, 40, 40, seed=0)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [200, 40, 40]
+    train = {r["prompt"] for r in splits["train"]}
+    val = [r["prompt"] for r in splits["val"]]
+    test = [r["prompt"] for r in splits["test"]]
+    assert len(set(val)) == len(val) and len(set(test)) == len(test)
+    assert not train & set(val) and not train & set(test) and not set(val) & set(test)
+    for r in splits["train"]:
+        assert r["prompt"].startswith("Question: ") and r["prompt"].endswith("\nAnswer:")
+        assert r["completion"].startswith(" ")
+        assert check_numeric(r["completion"], r["completion"].strip())
+    for r in splits["val"] + splits["test"]:
+        assert check_numeric(f" {r['answer']}\n", r["answer"])
+
+
+def test_skill_splits_deterministic_by_seed():
+    task = SKILL_TASKS["chain_sum_2"]
+    assert skill_splits(task, 50, 10, 10, seed=3) == skill_splits(task, 50, 10, 10, seed=3)
+    assert skill_splits(task, 50, 10, 10, seed=3)["train"] != skill_splits(task, 50, 10, 10, seed=4)["train"]
+
+
+def test_skill_splits_refuse_exhausted_question_space():
+    # 1-digit, 2-term sums: at most 10 * 10 * 2 = 200 distinct questions
+    task = SkillTask("chain_sum", dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1))
+    with pytest.raises(DataError, match="distinct questions"):
+        skill_splits(task, 10, 150, 150, seed=0)
+
+
+# ------------------------------------------------------------------------------------- biographies
+
+
+def test_biographies_deterministic_by_seed():
+    assert biography_splits(20, seed=1) == biography_splits(20, seed=1)
+    assert biography_splits(20, seed=1)["people"] != biography_splits(20, seed=2)["people"]
+
+
+def test_biography_templates_disjoint():
+    train = {t for ts in (*bio.STATEMENTS.values(), *bio.TRAIN_QUESTIONS.values()) for t in ts}
+    val, test = set(bio.VAL_QUESTIONS.values()), set(bio.TEST_QUESTIONS.values())
+    assert not train & val and not train & test and not val & test
+    assert all(len(bio.STATEMENTS[a]) >= 3 for a in bio.ATTRIBUTES)
+
+
+def test_no_evaluation_question_in_training():
+    splits = biography_splits(30, seed=0)
+    train_texts = [r.get("text") or r["prompt"] for r in splits["train"]]
+    for split in ("val", "test"):
+        for row in splits[split]:
+            question = row["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:")
+            assert not any(t.startswith(row["prompt"]) for t in train_texts), row["prompt"]
+            assert not any(question in t for t in train_texts), question
+
+
+def test_every_fact_stated_in_each_paraphrase_and_qa_share():
+    splits = biography_splits(10, seed=0, qa_share=0.5)
+    texts = {r["text"] for r in splits["train"] if "text" in r}
+    qa = [r for r in splits["train"] if "prompt" in r]
+    for person in splits["people"]:
+        for a in bio.ATTRIBUTES:
+            for t in bio.STATEMENTS[a]:
+                assert bio._statement(t, person["name"], person[a]) in texts
+    assert len(qa) == 5 * sum(len(q) for q in bio.TRAIN_QUESTIONS.values())
+    assert sum(r["qa_trained"] for r in splits["test"]) == 5 * len(bio.ATTRIBUTES)
+    assert all(r["completion"].startswith(" ") for r in qa)
+
+
+def test_eval_answers_recoverable_by_contains_from_training_value():
+    splits = biography_splits(40, seed=0)
+    people = {p["name"]: p for p in splits["people"]}
+    for row in splits["val"] + splits["test"]:
+        value = people[row["person"]][row["attribute"]]
+        assert normalize(row["answer"])
+        assert check_contains(f" {value}.\n", row["answer"])
+        # a statement from training, as the model might repeat it, also passes
+        statement = bio._statement(bio.STATEMENTS[row["attribute"]][0], row["person"], value)
+        assert check_contains(statement, row["answer"])
+
+
+def test_attribute_values_never_match_each_other():
+    """No value holds another as whole words (``contains`` would credit the wrong one)."""
+    values = [*bio.CITIES, *bio.PROFESSIONS, *bio.companies(random.Random(0))]
+    values += [str(y) for y in range(bio.YEARS[0], bio.YEARS[1] + 1)]
+    for a in values:
+        for b in values:
+            if a != b:
+                assert f" {normalize(a)} " not in _words(b), (a, b)
+
+
+def test_fictional_names_unique_and_clear_of_values():
+    people = make_people(bio.MAX_PEOPLE, seed=0)
+    names = [p["name"] for p in people]
+    assert len(set(names)) == len(names) == bio.MAX_PEOPLE
+    firsts, lasts = [n.split()[0] for n in names], [n.split()[1] for n in names]
+    assert len(set(firsts)) == len(firsts) and len(set(lasts)) == len(lasts)
+    values = {normalize(v) for v in (*bio.CITIES, *bio.PROFESSIONS)} | {
+        w for c in bio.companies(random.Random(0)) for w in normalize(c).split()
+    }
+    for name in names:
+        assert not set(normalize(name).split()) & values, name
+    with pytest.raises(DataError, match="at most"):
+        make_people(bio.MAX_PEOPLE + 1, seed=0)
+
+
+# ------------------------------------------------------------------------------------- known facts
+
+
+def _country_words() -> set[str]:
+    words = set()
+    for record in known_facts.countries():
+        capital = record.get("capital") or []
+        for text in [record["name"], *(capital if isinstance(capital, list) else capital.split("/"))]:
+            words |= set(normalize(text).split()) | set(normalize(known_facts._ascii(text)).split())
+    return words
+
+
+def test_no_collision_between_fictional_people_and_countries():
+    words = _country_words()
+    for person in make_people(bio.MAX_PEOPLE, seed=0):
+        assert not set(normalize(person["name"]).split()) & words, person["name"]
+    capitals = {normalize(n) for it in candidate_capitals() for n in (it["answer"], *it["aliases"])}
+    assert not {normalize(c) for c in bio.CITIES} & capitals  # a birth city is never a known answer
+
+
+def test_candidate_capitals():
+    items = candidate_capitals()
+    assert len(items) >= 240
+    assert len({it["country"] for it in items}) == len(items)
+    for it in items:
+        assert it["prompt"] == known_facts.PROMPT.format(country=it["country"])
+        assert normalize(it["answer"]) and all(normalize(a) for a in it["aliases"])
+        assert check_contains(f" {it['answer']}.", it["answer"], it["aliases"])
+    brazil = next(it for it in items if it["country"] == "Brazil")
+    assert brazil["answer"] == "Brasília" and "Brasilia" in brazil["aliases"]
+
+
+def test_keep_known_filters_by_contains(monkeypatch):
+    items = candidate_capitals()[:6]
+    right = {i for i in range(6) if i % 2 == 0}
+
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, **kw):
+        assert max_new_tokens == known_facts.MAX_NEW_TOKENS
+        return [f" {items[i]['answer']}\n" if i in right else " Nowhere" for i in range(len(prompts))]
+
+    monkeypatch.setattr(known_facts, "generate", fake_generate)
+    assert keep_known(None, make_tiny_tokenizer(), items, batch_size=4) == [items[i] for i in sorted(right)]
+
+
+def test_keep_known_runs_on_a_tiny_model():
+    tokenizer = make_tiny_tokenizer()
+    model = make_tiny_model("llama", vocab_size=len(tokenizer))
+    items = candidate_capitals()[:5]
+    kept = keep_known(model, tokenizer, items, batch_size=2, progress=False)
+    assert all(it in items for it in kept)
+
+
+# ------------------------------------------------------------------------------------------ writer
+
+
+def test_write_demo_data(tmp_path):
+    spec = DataSpec(**SMALL)
+    paths = write_demo_data(tmp_path / "a", spec, progress=False)
+    assert set(paths) == {*FILES, "manifest"}
+    manifest = json.loads(paths["manifest"].read_text())
+    for name in FILES:
+        data = paths[name].read_bytes()
+        entry = manifest["files"][f"{name}.jsonl"]
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["lines"] == len(data.splitlines()) > 0
+    assert manifest["seed"] == 0 and manifest["skill_task"]["dataset"] == "basic_arithmetic"
+    assert manifest["known_facts"]["filtered_by_model"] is False
+    # every file loads through the same readers user data goes through
+    for name in ("skill_train", "knowledge_train"):
+        load_train(paths[name])
+    for name in ("skill_val", "skill_test", "knowledge_val", "knowledge_test", "known_facts"):
+        load_eval(paths[name])
+    assert [len(load_eval(paths[s])) for s in ("skill_val", "skill_test")] == [15, 15]
+
+    same = write_demo_data(tmp_path / "b", spec, progress=False)
+    other = write_demo_data(tmp_path / "c", DataSpec(**SMALL, seed=1), progress=False)
+    for name in (*FILES, "manifest"):
+        assert paths[name].read_bytes() == same[name].read_bytes()
+    for name in FILES[:-1]:  # known_facts does not depend on the seed
+        assert paths[name].read_bytes() != other[name].read_bytes(), name
+
+
+def test_write_demo_data_filters_with_a_model(tmp_path, monkeypatch):
+    def two_right(model, tokenizer, prompts, max_new_tokens, batch_size, **kw):
+        answers = {"Afghanistan": " Kabul", "Albania": " Tirana"}
+        return [next((a for c, a in answers.items() if c in p), " Nowhere") for p in prompts]
+
+    monkeypatch.setattr(known_facts, "generate", two_right)
+    tokenizer = make_tiny_tokenizer()
+    paths = write_demo_data(tmp_path, DataSpec(**SMALL), model="a model", tokenizer=tokenizer, progress=False)
+    manifest = json.loads(paths["manifest"].read_text())
+    assert manifest["known_facts"] == {"candidates": len(candidate_capitals()), "kept": 2,
+                                       "filtered_by_model": True}
+    assert [r["country"] for r in map(json.loads, paths["known_facts"].read_text().splitlines())] == [
+        "Afghanistan", "Albania"]
+
+    monkeypatch.setattr(known_facts, "generate", lambda m, t, prompts, *a, **k: [""] * len(prompts))
+    with pytest.raises(DataError, match="answers none"):
+        write_demo_data(tmp_path / "none", DataSpec(**SMALL), model="a model", tokenizer=tokenizer,
+                        progress=False)
+    assert not (tmp_path / "none" / "known_facts.jsonl").exists()
+
+
+def test_known_prompt_is_used(tmp_path):
+    spec = DataSpec(**SMALL, known_prompt="The capital of {country} is")
+    paths = write_demo_data(tmp_path, spec, progress=False)
+    assert all(ex.prompt.startswith("The capital of ") for ex in load_eval(paths["known_facts"]))
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [("skill_task", "gsm", "skill_task='gsm'"), ("n_people", 0, "n_people=0"),
+     ("n_people", bio.MAX_PEOPLE + 1, "at most"), ("qa_share", 1.5, "qa_share=1.5"),
+     ("attributes", ["shoe_size"], "shoe_size"), ("attributes", [], "at least one"),
+     ("attributes", ["employer", "employer"], "repeated"), ("n_skill_test", -1, "n_skill_test=-1"),
+     ("known_prompt", "Capital?", "country")],
+)
+def test_data_spec_checks(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        DataSpec(**{key: value})

@@ -91,11 +91,11 @@ def main() -> None:
     def layer_of(name: str) -> int:
         return int(name.split(".")[2])
 
-    thirds = [layers[i::1][len(layers) * j // 3: len(layers) * (j + 1) // 3] for j in range(3)]
+    thirds = [layers[len(layers) * j // 3: len(layers) * (j + 1) // 3] for j in range(3)]
     groups = {"none restored": set()}
     for kind in sorted({n.rpartition(".")[2] for n in deltas}):
         groups[f"{kind} restored"] = {n for n in deltas if n.rpartition(".")[2] == kind}
-    for j, third in enumerate(thirds):
+    for third in thirds:
         groups[f"layers {third[0]}-{third[-1]} restored"] = {n for n in deltas if layer_of(n) in third}
     groups["all restored (= expert)"] = set(deltas)
     results = {}

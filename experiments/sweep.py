@@ -47,6 +47,31 @@ def evaluate_all(model, tok, cfg, data: Path, progress: bool) -> dict:
     return out
 
 
+def activation_subspaces(cfg, tok, rd, fraction: float) -> dict:
+    """Input side only: the top ``fraction`` of eigenvectors of the skill's input covariance per
+    target (the activation-space reference of issue 4, without CorDA's or AlphaEdit's inits)."""
+    import itertools
+
+    from palora.data import batches
+    from palora.skill_stats import input_covariance
+    from palora.subspace import Subspace
+
+    expert = load_model(cfg.model, path=str(rd.expert_model))
+    targets = find_targets(expert, cfg.model.target_modules)
+    items = tokenize_train(load_train(cfg.data.skill_train), tok, cfg.data.max_length, cfg.data.chat_template)
+    collate = TrainCollator(tok.pad_token_id)
+    data = [collate(b) for b in itertools.islice(batches(items, 16, seed=cfg.seed), cfg.probe.stat_batches)]
+    cov = input_covariance(expert, data, [t.name for t in targets], progress=False)
+    out = {}
+    for t in targets:
+        evals, evecs = torch.linalg.eigh(cov[t.name])  # ascending
+        k = int(round(fraction * evecs.shape[0]))
+        Q = evecs[:, -k:].flip(1).contiguous() if k else evecs[:, :0]
+        m = t.shape[0]
+        out[t.name] = Subspace(torch.arange(k), torch.zeros(m, 0), Q)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
@@ -91,6 +116,8 @@ def main() -> None:
             start = time.perf_counter()
             cfg = resolve(None, args.overrides + [f"{k}={json.dumps(x)}" for k, x in v.get("set", {}).items()], flags)
             subspaces, spectrum = None, None
+            if v["method"] == "act-protect":
+                subspaces = activation_subspaces(cfg, tok, rd, v.get("fraction", 0.5))
             if v["method"] == "palora":
                 base = load_model(cfg.model)
                 stats = skill_statistics(cfg, state, meta["parametrization"], False) if cfg.probe.score in DATA_SCORES else None

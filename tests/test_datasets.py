@@ -169,18 +169,6 @@ def test_candidate_capitals():
     assert brazil["answer"] == "Brasília" and "Brasilia" in brazil["aliases"]
 
 
-def test_keep_known_filters_by_contains(monkeypatch):
-    items = candidate_capitals()[:6]
-    right = {i for i in range(6) if i % 2 == 0}
-
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, **kw):
-        assert max_new_tokens == known_facts.MAX_NEW_TOKENS
-        return [f" {items[i]['answer']}\n" if i in right else " Nowhere" for i in range(len(prompts))]
-
-    monkeypatch.setattr(known_facts, "generate", fake_generate)
-    assert keep_known(None, make_tiny_tokenizer(), items, batch_size=4) == [items[i] for i in sorted(right)]
-
-
 def test_keep_known_runs_on_a_tiny_model():
     tokenizer = make_tiny_tokenizer()
     model = make_tiny_model("llama", vocab_size=len(tokenizer))
@@ -219,24 +207,13 @@ def test_write_demo_data(tmp_path):
         assert paths[name].read_bytes() != other[name].read_bytes(), name
 
 
-def test_write_demo_data_filters_with_a_model(tmp_path, monkeypatch):
-    def two_right(model, tokenizer, prompts, max_new_tokens, batch_size, **kw):
-        answers = {"Afghanistan": " Kabul", "Albania": " Tirana"}
-        return [next((a for c, a in answers.items() if c in p), " Nowhere") for p in prompts]
-
-    monkeypatch.setattr(known_facts, "generate", two_right)
+def test_write_demo_data_refuses_a_model_that_knows_no_capital(tmp_path):
+    # a random tiny model completes no capital: nothing may be written. (The real SmolLM2 filter is
+    # exercised end to end in tests/test_real_model.py.)
     tokenizer = make_tiny_tokenizer()
-    paths = write_demo_data(tmp_path, DataSpec(**SMALL), model="a model", tokenizer=tokenizer, progress=False)
-    manifest = json.loads(paths["manifest"].read_text())
-    assert manifest["known_facts"] == {"candidates": len(candidate_capitals()), "kept": 2,
-                                       "filtered_by_model": True}
-    assert [r["country"] for r in map(json.loads, paths["known_facts"].read_text().splitlines())] == [
-        "Afghanistan", "Albania"]
-
-    monkeypatch.setattr(known_facts, "generate", lambda m, t, prompts, *a, **k: [""] * len(prompts))
+    model = make_tiny_model("llama", vocab_size=len(tokenizer))
     with pytest.raises(DataError, match="answers none"):
-        write_demo_data(tmp_path / "none", DataSpec(**SMALL), model="a model", tokenizer=tokenizer,
-                        progress=False)
+        write_demo_data(tmp_path / "none", DataSpec(**SMALL), model=model, tokenizer=tokenizer, progress=False)
     assert not (tmp_path / "none" / "known_facts.jsonl").exists()
 
 

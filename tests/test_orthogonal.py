@@ -11,7 +11,7 @@ from peft import PeftModel
 from torch.nn.utils import parametrize
 from transformers import AutoModelForCausalLM
 
-from invariants import IDS, logits, rel_err
+from invariants import logits, rel_err
 from palora.config import TrainConfig
 from palora.data import TrainCollator
 from palora.linalg import SVD, thin_svd

@@ -67,6 +67,10 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
                 "config.yaml", "svf_expert.safetensors", "subspace.safetensors", "report.json", "report.md",
                 "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_spectrum.png"]:
         assert (out / rel).is_file(), rel
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    kept = manifest["known_facts"]["kept"]
+    assert 0 < kept < manifest["known_facts"]["candidates"] and manifest["known_facts"]["filtered_by_model"]
+    assert len((out / "data" / "known_facts.jsonl").read_text().splitlines()) == kept
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert set(rows) == {"base", "expert", "palora", "lora"}

@@ -78,3 +78,19 @@ def test_data_scores():
         assert "skill data" in str(err)
     else:  # pragma: no cover
         raise AssertionError("a data score without statistics must be refused")
+
+
+def test_input_covariance_is_the_mean_outer_product_over_real_tokens():
+    from palora.skill_stats import input_covariance
+    from palora.targets import find_targets
+
+    model = make_tiny_model("llama")
+    name = find_targets(model)[2].name  # a down_proj: n > r, its null space is covered too
+    seen = []
+    handle = model.get_submodule(name).register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+    batch = _batch()
+    cov = input_covariance(model, [batch], [name], progress=False)[name]
+    handle.remove()
+    x = seen[0][batch["attention_mask"].bool()]
+    torch.testing.assert_close(cov, x.T @ x / x.shape[0], rtol=1e-5, atol=1e-6)
+    assert cov.shape == (x.shape[1], x.shape[1])

@@ -36,7 +36,9 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "data": ("write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, "
              "capitals the model already knows) and a manifest into --out", ["--model", "--out"]),
     "demo": ("the embedded default: demo data, SVF expert, probe, plain LoRA and PALoRA under one budget, "
-             "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes)", ["--out", "--seed"]),
+             "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
+             "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
+             ["--out", "--seed"]),
     "run": ("every stage: SVF expert, probe, injection with each method, evaluation, report",
             ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
              "--methods", "--seed"]),

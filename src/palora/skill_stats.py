@@ -73,3 +73,39 @@ def fisher_information(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
             layer.z.grad = None
         model.train(was_training)
     return {name: s / max(n, 1) for name, s in sums.items()}
+
+
+@torch.no_grad()
+def input_covariance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], names: Iterable[str],
+                     progress: bool = True) -> dict[str, torch.Tensor]:
+    """``E[x xᵀ]`` (n, n) float32 of the inputs ``x`` of the modules ``names``, over non-padding tokens.
+
+    Its top eigenvectors span the directions the skill's inputs use, including those in the null
+    space of a wide weight (``down_proj``: n > r), which no singular component of ``W`` covers.
+    """
+    modules = {name: model.get_submodule(name) for name in names}
+    sums: dict[str, torch.Tensor] = {}
+    mask: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(module, inputs, output):
+            x = inputs[0].float() * mask["m"][..., None]  # (B, T, n), padding zeroed
+            x = x.reshape(-1, x.shape[-1])
+            sums[name] = sums.get(name, 0) + x.T @ x  # (n, n)
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(list(batches), desc="covariance", disable=not progress, unit="batch"):
+            mask["m"] = batch["attention_mask"].to(torch.float32)
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            tokens += int(batch["attention_mask"].sum())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: s / max(tokens, 1) for name, s in sums.items()}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ..fields import check_value, documented
 from .biographies import ATTRIBUTES, MAX_PEOPLE

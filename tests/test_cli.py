@@ -247,3 +247,19 @@ def test_probe_with_skill_statistics_and_old_facts(data, tmp_path, score):
         assert 0.0 <= row["known_recall"] <= 1.0
         assert "known_retention" in row
     assert "old-fact recall" in (out / "report.md").read_text()
+
+
+def test_probe_with_the_activation_basis(data, tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "base", "llama", seed=0)
+    out = tmp_path / "run"
+    assert main(run_args(model, data, out) + ["--set", "probe.basis=activation", "--set", "probe.stat_batches=2",
+                                              "--set", "probe.store_vectors=false"]) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["probe"]["basis"] == "activation" and stages["probe"]["score"] == "eigenvalue"
+    assert stages["inject:palora"]["certificate_in"] < 1e-5  # ΔW V_S = 0 for the covariance basis
+    with safe_open(str(out / "subspace.safetensors"), framework="pt") as f:
+        assert f.metadata()["basis"] == "activation"
+        name = next(k for k in f.keys() if k.endswith(".V")).rpartition(".")[0]
+        U, V = f.get_tensor(f"{name}.U"), f.get_tensor(f"{name}.V")  # vectors stored even when asked not to
+    assert U.shape[1] == 0 and V.shape[1] > 0
+    torch.testing.assert_close(V.T @ V, torch.eye(V.shape[1]), atol=1e-5, rtol=0)

@@ -65,7 +65,7 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     assert "old-fact recall" in printed and "Wall time per stage" in printed
     for rel in ["data/manifest.json", "data/skill_test.jsonl", "data/knowledge_test.jsonl", "data/known_facts.jsonl",
                 "config.yaml", "svf_expert.safetensors", "subspace.safetensors", "report.json", "report.md",
-                "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_spectrum.png"]:
+                "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_energy.png"]:
         assert (out / rel).is_file(), rel
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     kept = manifest["known_facts"]["kept"]

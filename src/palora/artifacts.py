@@ -168,8 +168,10 @@ def load_svf_expert(path: str | Path, base_fingerprint: str | None) -> tuple[dic
 
 def save_subspace(
     path: str | Path, subspaces: dict[str, Subspace], base_fingerprint: str, expert_fingerprint: str,
-    rule: str, score: str, store_vectors: bool = True,
+    rule: str, score: str, store_vectors: bool = True, basis: str = "singular",
 ) -> None:
+    """``basis="activation"`` subspaces are not singular components of W: their vectors are always stored."""
+    store_vectors = store_vectors or basis != "singular"
     tensors: dict[str, torch.Tensor] = {}
     for name, s in subspaces.items():
         tensors[f"{name}.indices"] = s.indices
@@ -184,6 +186,7 @@ def save_subspace(
         "palora_version": __version__,
         "selection_rule": rule,
         "score": score,
+        "basis": basis,
         "store_vectors": str(store_vectors).lower(),
     }
     _save_tensors(Path(path), tensors, meta)

@@ -99,6 +99,11 @@ class SVFConfig:
 
 @dataclass
 class ProbeConfig:
+    basis: Literal["singular", "activation"] = documented(
+        "singular",
+        "singular: protect singular components of W chosen by `score` (the paper's probe); activation: "
+        "protect the top eigenvectors of the skill's input covariance through the expert (input side)",
+    )
     score: Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"] = documented(
         "delta",
         "delta: |s-1|; sigma_delta: sigma*|s-1|; activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "

@@ -77,9 +77,9 @@ def add_lora(
     for name, sub in (subspaces or {}).items():
         layer = lora_layer(peft_model, name)
         w = sub.weights if soft else None
-        if side in ("both", "in"):  # A is (r, n): remove its components along V_S
+        if side in ("both", "in") and sub.V.shape[1] > 0:  # A is (r, n): remove its components along V_S
             parametrize.register_parametrization(layer.lora_A[ADAPTER_NAME], "weight", ProjectAway(sub.V, w, rows=True))
-        if side in ("both", "out"):  # B is (m, r): remove its components along U_S
+        if side in ("both", "out") and sub.U.shape[1] > 0:  # B is (m, r): remove its components along U_S
             parametrize.register_parametrization(layer.lora_B[ADAPTER_NAME], "weight", ProjectAway(sub.U, w, rows=False))
     return peft_model
 

@@ -139,10 +139,31 @@ def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
     _save(fig, path)
 
 
+def plot_protected_energy(stats: dict[str, Any], path: Path) -> None:
+    """Activation basis: the share of the skill's input energy the protected directions hold,
+    per layer and kind of matrix (targets in module order)."""
+    panels: dict[str, list[float]] = {}
+    for name, share in stats["energy_share"].items():
+        panels.setdefault(name.rpartition(".")[2], []).append(share)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for kind, shares in panels.items():
+        ax.plot(range(len(shares)), shares, marker="o", ms=3, label=kind)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of the skill's input energy")
+    ax.set_title(f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): energy held")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
 def write_plots(rd: RunDir, rows: list[dict[str, Any]]) -> None:
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_retention_vs_recall(rows, rd.plots / "retention_vs_recall.png")
     if rd.svf_expert.is_file():
         plot_scales(rd.svf_expert, rd.plots / "svf_scales.png")
-    if rd.probe_stats.is_file():
-        plot_protected_spectrum(json.loads(rd.probe_stats.read_text(encoding="utf-8")), rd.plots / "protected_spectrum.png")
+    stats = json.loads(rd.probe_stats.read_text(encoding="utf-8")) if rd.probe_stats.is_file() else {}
+    if "position_histogram" in stats:  # singular basis: positions in W's spectrum
+        plot_protected_spectrum(stats, rd.plots / "protected_spectrum.png")
+    elif "energy_share" in stats:  # activation basis: the skill's input energy held
+        plot_protected_energy(stats, rd.plots / "protected_energy.png")

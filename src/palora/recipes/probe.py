@@ -11,9 +11,10 @@ from ..artifacts import RunDir, load_svf_expert, save_subspace, write_json
 from ..config import RunConfig
 from ..data import TrainCollator, batches, load_train, tokenize_train
 from ..errors import ArtifactError
-from ..models import load_model, load_model_and_tokenizer
+from ..activation_probe import activation_subspaces
+from ..models import load_model, load_model_and_tokenizer, load_tokenizer
 from ..probe import DATA_SCORES, SelectionRule, select_subspace
-from ..skill_stats import activation_energy, fisher_information
+from ..skill_stats import activation_energy, fisher_information, input_covariance
 from ..svf import add_svf, load_svf_state
 from ..targets import find_targets
 from .common import record_stage, require, target_fingerprint
@@ -29,14 +30,28 @@ def skill_statistics(cfg: RunConfig, state: dict, parametrization: str, progress
     model, tok = load_model_and_tokenizer(cfg.model)
     add_svf(model, parametrization, cfg.model.target_modules, progress=False)
     load_svf_state(model, state)
+    data = skill_batches(cfg, tok)
+    if DATA_SCORES[cfg.probe.score] == "fisher":
+        return fisher_information(model, data, progress)
+    return activation_energy(model, data, progress)
+
+
+def skill_batches(cfg: RunConfig, tok) -> list[dict[str, torch.Tensor]]:
+    """The first ``probe.stat_batches`` batches of the skill training data, in the run's order."""
     path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
     items = tokenize_train(load_train(path), tok, cfg.data.max_length, cfg.data.chat_template)
     collate = TrainCollator(tok.pad_token_id)
     stream = batches(items, cfg.probe.stat_batch_size, seed=cfg.seed)
-    data = [collate(b) for b in itertools.islice(stream, cfg.probe.stat_batches)]
-    if DATA_SCORES[cfg.probe.score] == "fisher":
-        return fisher_information(model, data, progress)
-    return activation_energy(model, data, progress)
+    return [collate(b) for b in itertools.islice(stream, cfg.probe.stat_batches)]
+
+
+def expert_activation_subspaces(cfg: RunConfig, rd: RunDir, progress: bool) -> tuple[dict, dict]:
+    """``probe.basis=activation``: the skill's input covariance through the merged expert."""
+    expert = load_model(cfg.model, path=str(rd.expert_model))
+    tok = load_tokenizer(str(rd.expert_model))
+    targets = find_targets(expert, cfg.model.target_modules)
+    cov = input_covariance(expert, skill_batches(cfg, tok), [t.name for t in targets], progress)
+    return activation_subspaces(cov, {t.name: t.shape[0] for t in targets}, selection_rule(cfg))
 
 
 def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
@@ -44,20 +59,25 @@ def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     model = load_model(cfg.model)
     base_fp = target_fingerprint(model, cfg)
     state, meta = load_svf_expert(rd.svf_expert, base_fp)
-    stats = skill_statistics(cfg, state, meta["parametrization"], progress) if cfg.probe.score in DATA_SCORES else None
     rule = selection_rule(cfg)
-    try:
-        subspaces, spectrum = select_subspace(find_targets(model, cfg.model.target_modules), state,
-                                              meta["parametrization"], cfg.probe.score, rule, progress, stats)
-    except (KeyError, ValueError) as e:
-        raise ArtifactError(f"SVF expert {rd.svf_expert} does not fit {cfg.model.name}: {e}") from None
+    if cfg.probe.basis == "activation":
+        subspaces, spectrum = expert_activation_subspaces(cfg, rd, progress)
+    else:
+        stats = skill_statistics(cfg, state, meta["parametrization"], progress) if cfg.probe.score in DATA_SCORES else None
+        try:
+            subspaces, spectrum = select_subspace(find_targets(model, cfg.model.target_modules), state,
+                                                  meta["parametrization"], cfg.probe.score, rule, progress, stats)
+        except (KeyError, ValueError) as e:
+            raise ArtifactError(f"SVF expert {rd.svf_expert} does not fit {cfg.model.name}: {e}") from None
+    score = cfg.probe.score if cfg.probe.basis == "singular" else "eigenvalue"
     save_subspace(rd.subspace, subspaces, base_fp, meta["expert_fingerprint"], rule.describe(),
-                  cfg.probe.score, cfg.probe.store_vectors)
+                  score, cfg.probe.store_vectors, cfg.probe.basis)
     write_json(rd.probe_stats, spectrum)
     info = {
         "wall_time_s": round(time.perf_counter() - start, 2),
         "rule": rule.describe(),
-        "score": cfg.probe.score,
+        "basis": cfg.probe.basis,
+        "score": score,
         "protected": spectrum["selected"],
         "protected_fraction": spectrum["fraction"],
         "in_top_block": spectrum["in_top_block"],

@@ -14,7 +14,7 @@ its merge), so component ``i`` here is exactly component ``i`` of the saved expe
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -24,32 +24,50 @@ from .svf import svf_layers
 
 
 @torch.no_grad()
-def activation_energy(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], progress: bool = True) -> dict[str, torch.Tensor]:
-    """``E[(v_iᵀ x)²]`` (r,) float32 per SVF layer, over the non-padding tokens of ``batches``."""
-    layers = svf_layers(model)
-    sums = {name: torch.zeros_like(layer.sigma) for name, layer in layers.items()}
+def _for_each_input(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    batches: Iterable[dict[str, torch.Tensor]],
+    visit: Callable[[str, nn.Module, torch.Tensor], None],
+    desc: str,
+    progress: bool,
+) -> int:
+    """Run ``model`` over ``batches`` and call ``visit(name, module, x)`` with each module's input
+    rows ``x`` (tokens, n) of the non-padding tokens; returns the number of tokens seen."""
     mask: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
         def fn(module, inputs, output):
-            h = (inputs[0] @ module.V).float() ** 2  # (B, T, n) -> (B, T, r)
-            sums[name] += (h * mask["m"][..., None]).sum(dim=(0, 1))
+            x = inputs[0]  # (B, T, n)
+            visit(name, module, x[mask["m"]])  # -> (tokens, n)
 
         return fn
 
-    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
     tokens = 0
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(list(batches), desc="activations", disable=not progress, unit="batch"):
-            mask["m"] = batch["attention_mask"].to(torch.float32)
+        for batch in tqdm(list(batches), desc=desc, disable=not progress, unit="batch"):
+            mask["m"] = batch["attention_mask"].bool()
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(mask["m"].sum())
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+    return tokens
+
+
+def activation_energy(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], progress: bool = True) -> dict[str, torch.Tensor]:
+    """``E[(v_iᵀ x)²]`` (r,) float32 per SVF layer, over the non-padding tokens of ``batches``."""
+    layers = svf_layers(model)
+    sums = {name: torch.zeros_like(layer.sigma) for name, layer in layers.items()}
+
+    def visit(name: str, layer: nn.Module, x: torch.Tensor) -> None:
+        sums[name] += ((x @ layer.V).float() ** 2).sum(0)  # (tokens, n) -> (r,)
+
+    tokens = _for_each_input(model, layers, batches, visit, "activations", progress)
     return {name: s / max(tokens, 1) for name, s in sums.items()}
 
 
@@ -75,7 +93,6 @@ def fisher_information(model: nn.Module, batches: Iterable[dict[str, torch.Tenso
     return {name: s / max(n, 1) for name, s in sums.items()}
 
 
-@torch.no_grad()
 def input_covariance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], names: Iterable[str],
                      progress: bool = True) -> dict[str, torch.Tensor]:
     """``E[x xᵀ]`` (n, n) float32 of the inputs ``x`` of the modules ``names``, over non-padding tokens.
@@ -85,27 +102,10 @@ def input_covariance(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]
     """
     modules = {name: model.get_submodule(name) for name in names}
     sums: dict[str, torch.Tensor] = {}
-    mask: dict[str, torch.Tensor] = {}
 
-    def hook(name: str):
-        def fn(module, inputs, output):
-            x = inputs[0].float() * mask["m"][..., None]  # (B, T, n), padding zeroed
-            x = x.reshape(-1, x.shape[-1])
-            sums[name] = sums.get(name, 0) + x.T @ x  # (n, n)
+    def visit(name: str, module: nn.Module, x: torch.Tensor) -> None:
+        x = x.float()
+        sums[name] = sums.get(name, 0) + x.T @ x  # (n, n)
 
-        return fn
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in modules.items()]
-    tokens = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in tqdm(list(batches), desc="covariance", disable=not progress, unit="batch"):
-            mask["m"] = batch["attention_mask"].to(torch.float32)
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            tokens += int(batch["attention_mask"].sum())
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    tokens = _for_each_input(model, modules, batches, visit, "covariance", progress)
     return {name: s / max(tokens, 1) for name, s in sums.items()}

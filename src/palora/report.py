@@ -29,8 +29,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = "| model | skill accuracy % | retention % | new-fact recall % |"
     rule = "|---|---|---|---|"
     if known:
-        head += " old-fact recall % |"
-        rule += "---|"
+        head += " old-fact recall % | old-fact retention % |"
+        rule += "---|---|"
     head += " trainable params | train time s |\n"
     rule += "---|---|\n"
     lines = []
@@ -39,7 +39,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         line = (f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
                 f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} |")
         if known:
-            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} |"
+            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} | {_pct(r.get('known_retention'))} |"
         line += f" {r['trainable_parameters']:,} | {'' if t is None else f'{t:.1f}'} |"
         lines.append(line)
     return head + rule + "\n".join(lines) + "\n"
@@ -59,7 +59,8 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
     n_facts = rows[0]["n_knowledge"] if rows else 0
     md = [f"# palora report: {cfg.model.name}\n",
           f"Skill items: {n_skill}, fact questions: {n_facts}, seed {cfg.seed}. "
-          "± is the binomial standard error; retention = skill accuracy / the expert's.\n",
+          "± is the binomial standard error; retention = skill accuracy / the expert's; "
+          "old-fact retention = old-fact recall / the base model's.\n",
           markdown_table(rows)]
     certs = {k.split(":", 1)[1]: v for k, v in stages.items()
              if k.startswith("inject:") and "certificate_out" in v}

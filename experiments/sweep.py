@@ -49,27 +49,17 @@ def evaluate_all(model, tok, cfg, data: Path, progress: bool) -> dict:
 
 def activation_subspaces(cfg, tok, rd, fraction: float) -> dict:
     """Input side only: the top ``fraction`` of eigenvectors of the skill's input covariance per
-    target (the activation-space reference of issue 4, without CorDA's or AlphaEdit's inits)."""
-    import itertools
-
-    from palora.data import batches
+    target, through the expert (the library's ``probe.basis=activation``)."""
+    from palora.activation_probe import activation_subspaces as from_covariance
+    from palora.probe import SelectionRule
+    from palora.recipes.probe import skill_batches
     from palora.skill_stats import input_covariance
-    from palora.subspace import Subspace
 
     expert = load_model(cfg.model, path=str(rd.expert_model))
     targets = find_targets(expert, cfg.model.target_modules)
-    items = tokenize_train(load_train(cfg.data.skill_train), tok, cfg.data.max_length, cfg.data.chat_template)
-    collate = TrainCollator(tok.pad_token_id)
-    data = [collate(b) for b in itertools.islice(batches(items, 16, seed=cfg.seed), cfg.probe.stat_batches)]
-    cov = input_covariance(expert, data, [t.name for t in targets], progress=False)
-    out = {}
-    for t in targets:
-        evals, evecs = torch.linalg.eigh(cov[t.name])  # ascending
-        k = int(round(fraction * evecs.shape[0]))
-        Q = evecs[:, -k:].flip(1).contiguous() if k else evecs[:, :0]
-        m = t.shape[0]
-        out[t.name] = Subspace(torch.arange(k), torch.zeros(m, 0), Q)
-    return out
+    cov = input_covariance(expert, skill_batches(cfg, tok), [t.name for t in targets], progress=False)
+    subspaces, _ = from_covariance(cov, {t.name: t.shape[0] for t in targets}, SelectionRule("fraction", fraction))
+    return subspaces
 
 
 def main() -> None:

@@ -109,7 +109,7 @@ class ProbeConfig:
         "delta: |s-1|; sigma_delta: sigma*|s-1|; activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "
         "activation_delta: activation*|s-1|; fisher: E_skill[(dL/dz)^2]",
     )
-    stat_batches: int = documented(16, "batches of the skill training data for the activation / fisher scores")
+    stat_batches: int = documented(16, "batches of the skill training data for the activation / fisher scores and the activation basis")
     stat_batch_size: int = documented(16, "sequences per batch for those statistics")
     rule: Literal["fraction", "topk", "global", "threshold", "energy"] = documented(
         "fraction",

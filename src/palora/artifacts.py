@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .errors import ArtifactError, FingerprintError
+from .errors import ArtifactError, FingerprintError, one_line
 from .subspace import Subspace
 
 
@@ -90,6 +90,15 @@ class RunDir:
     def merged_model(self, name: str) -> Path:
         return self.method(name) / "merged_model"
 
+    def checkpoint(self, stage: str) -> Path:
+        """The training checkpoint of ``stage`` (``svf``, ``inject:<method>``)."""
+        return self.root / "checkpoints" / stage.replace(":", "-")
+
+    @property
+    def data(self) -> Path:
+        """The demo's data sets (``palora demo`` writes them here)."""
+        return self.root / "data"
+
 
 # ----------------------------------------------------------------------------- atomic writes
 
@@ -120,25 +129,51 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
 
 
-def read_safetensors(path: str | Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the header metadata of a safetensors file, with one-line errors."""
+#: how the files ``torch.save`` and ``pickle.dump`` write begin (a zip archive, a pickle of protocol 2-5)
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def read_safetensors(
+    path: str | Path, what: str, written_by: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the header metadata of a safetensors file, with one-line errors.
+
+    ``written_by``: the verb whose stage writes the file, named when it is missing.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{what} {path} does not exist (run the stage that writes it first)")
+        todo = f"run `palora {written_by}` first" if written_by else "run the stage that writes it first"
+        raise ArtifactError(f"{what} {path} does not exist ({todo})")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise ArtifactError(f"{what} {path} is not a readable safetensors file ({e})") from None
+        why = "it is a pickle (torch.save), which palora never loads" if _looks_pickled(path) else one_line(e)
+        raise ArtifactError(f"{what} {path} is not a readable safetensors file ({why})") from None
     return tensors, meta
 
 
-def _check_fingerprint(meta: dict[str, str], key: str, expected: str, what: str, path: Path) -> None:
+def _looks_pickled(path: Path) -> bool:
+    """Whether the file begins like one ``torch.save`` or ``pickle.dump`` writes (read, never unpickled)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(4).startswith(_PICKLE_MAGIC)
+    except OSError:
+        return False
+
+
+def _check_fingerprint(
+    meta: dict[str, str], key: str, expected: str, what: str, path: Path, written_by: str
+) -> None:
+    """``meta[key]`` must be ``expected``; ``written_by`` is the verb that makes the file again."""
     found = meta.get(key)
+    if found is None:
+        raise ArtifactError(f"{what} {path} has no {key} in its header: it was not written by palora")
     if found != expected:
         raise FingerprintError(
-            f"{what} {path} was made for other weights ({key} {found}, this model has {expected})"
+            f"{what} {path} was made for other weights ({key} {found}, this model has {expected}): "
+            f"use the model it was made with, or run `palora {written_by}` again"
         )
 
 
@@ -157,9 +192,9 @@ def save_svf_expert(
 
 def load_svf_expert(path: str | Path, base_fingerprint: str | None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """``(state, metadata)``; with ``base_fingerprint`` given, a mismatch raises FingerprintError."""
-    tensors, meta = read_safetensors(path, "SVF expert")
+    tensors, meta = read_safetensors(path, "SVF expert", written_by="svf")
     if base_fingerprint is not None:
-        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "SVF expert", Path(path))
+        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "SVF expert", Path(path), "svf")
     return tensors, meta
 
 
@@ -194,9 +229,9 @@ def save_subspace(
 
 def load_subspace(path: str | Path, base_fingerprint: str | None) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
     """``({name: {"indices", "U"?, "V"?, "weights"?}}, metadata)``, fingerprint checked."""
-    tensors, meta = read_safetensors(path, "subspace")
+    tensors, meta = read_safetensors(path, "subspace", written_by="probe")
     if base_fingerprint is not None:
-        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "subspace", Path(path))
+        _check_fingerprint(meta, "base_fingerprint", base_fingerprint, "subspace", Path(path), "probe")
     grouped: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         name, _, field = key.rpartition(".")
@@ -220,6 +255,6 @@ def stamp_adapter(adapter_dir: str | Path, base_fingerprint: str, expert_fingerp
 
 def check_adapter(adapter_dir: str | Path, expert_fingerprint: str) -> dict[str, str]:
     path = Path(adapter_dir) / ADAPTER_WEIGHTS
-    _, meta = read_safetensors(path, "adapter")
-    _check_fingerprint(meta, "expert_fingerprint", expert_fingerprint, "adapter", path)
+    _, meta = read_safetensors(path, "adapter", written_by="inject")
+    _check_fingerprint(meta, "expert_fingerprint", expert_fingerprint, "adapter", path, "inject")
     return meta

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="YAML file with configuration keys")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key (repeatable), e.g. --set inject.rank=8")
+        p.add_argument("--overwrite", action="store_true",
+                       help="when --out holds a run made with other settings, redo the stages they change "
+                       "(default: refuse). The same command on the same --out resumes: finished stages are "
+                       "skipped, a killed one continues from its last checkpoint")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
@@ -116,9 +120,11 @@ def configure(args: argparse.Namespace) -> RunConfig:
     flags = {FLAGS[f][0]: getattr(args, FLAGS[f][0], None) for f in VERBS[args.verb][1]}
     config_file = args.config
     if args.verb == "demo":
+        from .recipes.demo import DATA_FILES
+
         config_file = config_file or DEMO_CONFIG
-        flags.setdefault("out", None)
-        flags["out"] = flags["out"] or "runs/demo"
+        flags["out"] = flags.get("out") or "runs/demo"
+        flags.update({key: str(Path(flags["out"]) / "data" / name) for key, name in DATA_FILES.items()})
     elif config_file is None and args.verb not in ("run", "data"):
         # a stage verb continues the run found in --out (or the default run directory)
         out = flags.get("out") or RunConfig().out
@@ -141,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = configure(args)
         from .artifacts import RunDir
+        from .recipes.run_state import open_run
 
         rd = RunDir(cfg.out)
+        open_run(rd, cfg, overwrite=args.overwrite)  # refuses another run's directory before writing
         rd.root.mkdir(parents=True, exist_ok=True)
         save(cfg, rd.config)
         result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -73,6 +74,9 @@ class TrainConfig:
     max_grad_norm: float = documented(1.0, "gradient-norm clip (0 turns it off)")
     weight_decay: float = documented(0.0, "AdamW weight decay on parameters that allow it (never on z)")
     log_every: int = documented(1, "optimizer steps between two lines of metrics.jsonl")
+    checkpoint_every: int = documented(
+        50, "optimizer steps between two checkpoints (<run>/checkpoints/), from which a killed run resumes; 0: none"
+    )
 
     def __post_init__(self) -> None:
         check_value(self.steps > 0, "steps", self.steps, "must be positive")
@@ -83,6 +87,7 @@ class TrainConfig:
         check_value(self.max_grad_norm >= 0, "max_grad_norm", self.max_grad_norm, "must be >= 0")
         check_value(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
         check_value(self.log_every > 0, "log_every", self.log_every, "must be positive")
+        check_value(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every, "must be >= 0")
 
 
 @dataclass
@@ -151,7 +156,7 @@ class InjectConfig:
         check_value(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
         check_value(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
         for m in self.methods:
-            check_value(m in INJECTION_METHODS, "inject.methods", m, f"known: {', '.join(INJECTION_METHODS)}")
+            check_value(m in INJECTION_METHODS, "inject.methods", m, f"unknown method; known: {', '.join(INJECTION_METHODS)}")
         check_value(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
 
 
@@ -226,6 +231,7 @@ def _coerce(key: str, value: Any, tp: Any, base: Any = None) -> Any:
     if tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         check_value(ok, key, value, "expected a number")
+        check_value(math.isfinite(value), key, value, "expected a finite number")
         return float(value)
     if tp is str:
         check_value(isinstance(value, str), key, value, "expected a string")
@@ -291,9 +297,9 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as YAML (``1e-3`` is a number, ``a,b`` a string)."""
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value")
-    key, raw = text.split("=", 1)
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. --set inject.rank=8")
     try:
         value = _yaml(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -307,7 +313,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {p} does not exist")
     try:
         data = _yaml(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid UTF-8 (byte {e.start + 1})") from None
+    except yaml.MarkedYAMLError as e:
+        where = f":{e.problem_mark.line + 1}" if e.problem_mark else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({e.problem or e.context})") from None
+    except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:
         return {}
@@ -332,7 +343,11 @@ def resolve(
 
 
 def save(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    """Write ``cfg`` as YAML, atomically (a temporary file, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
 
 
 def load(path: str | Path) -> RunConfig:

@@ -4,7 +4,9 @@ AdamW over the parameters with ``requires_grad``; parameters a module declares t
 ``no_decay_parameters()`` (the SVF scales ``z``) get no weight decay. Linear warm-up, then cosine,
 linear or constant decay; gradient accumulation; gradient-norm clipping; a progress bar; one
 JSON line per log step in ``metrics.jsonl`` and one fixed-format line on the console, on the
-main process only.
+main process only. With a :class:`~palora.checkpoint.CheckpointSpec` the loop saves its whole
+state every ``checkpoint_every`` steps and, when a checkpoint of the same inputs exists, continues
+from it (bitwise the uninterrupted run on CPU; see :mod:`palora.checkpoint`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from .checkpoint import CheckpointSpec, last_step, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import TrainCollator, batches
 from .errors import PaloraError
@@ -70,6 +73,7 @@ def train(
     metrics_path: str | Path | None = None,
     progress: bool = True,
     accelerator: Accelerator | None = None,
+    checkpoint: CheckpointSpec | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of ``model`` on tokenised ``items`` for ``cfg.steps`` steps.
 
@@ -84,15 +88,24 @@ def train(
     model, optimizer = acc.prepare(model, optimizer)  # the scheduler steps once per optimizer step
     model.train()
 
+    first, losses = 1, []
+    if checkpoint is not None:
+        resumed = load_checkpoint(checkpoint, acc.unwrap_model(model), optimizer, scheduler)
+        if resumed is not None:
+            first, losses = resumed.step + 1, resumed.losses
+            if metrics_path and acc.is_main_process:
+                _drop_logged_after(Path(metrics_path), stage, resumed.step)
     # each process sees its own shard of every global batch
     world, rank = acc.num_processes, acc.process_index
-    stream = batches(list(items), cfg.batch_size * world, seed=seed)
+    stream = batches(list(items), cfg.batch_size * world, seed=seed, start_step=(first - 1) * cfg.grad_accum)
     log = open(metrics_path, "a", encoding="utf-8") if (metrics_path and acc.is_main_process) else None
-    bar = tqdm(total=cfg.steps, desc=stage, disable=not (progress and acc.is_main_process), unit="step")
-    losses: list[float] = []
+    bar = tqdm(total=cfg.steps, initial=first - 1, desc=stage, disable=not (progress and acc.is_main_process),
+               unit="step")
+    if first > 1:
+        bar.write(f"{stage}: resumed from the checkpoint of step {first - 1}")
     start = last = time.perf_counter()
     try:
-        for step in range(1, cfg.steps + 1):
+        for step in range(first, cfg.steps + 1):
             step_loss = 0.0
             for micro in range(cfg.grad_accum):
                 group = next(stream)
@@ -104,15 +117,19 @@ def train(
                     loss = model(**batch).loss
                     acc.backward(loss / cfg.grad_accum)
                 step_loss += float(loss.detach()) / cfg.grad_accum
+            if not math.isfinite(step_loss):  # before the update: the weights stay the last good ones
+                raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; "
+                                  f"{_kept(checkpoint)}lower the learning rate")
             grad_norm = None
             if cfg.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            if not math.isfinite(step_loss):
-                raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; lower the learning rate")
             losses.append(step_loss)
+            if (checkpoint is not None and checkpoint.every and step % checkpoint.every == 0
+                    and step < cfg.steps and acc.is_main_process):
+                save_checkpoint(checkpoint, acc.unwrap_model(model), optimizer, scheduler, step, losses)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
             if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -138,3 +155,25 @@ def train(
             log.close()
     model.eval()
     return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses)
+
+
+def _kept(checkpoint: CheckpointSpec | None) -> str:
+    step = last_step(checkpoint.folder) if checkpoint is not None else None
+    return "" if step is None else f"the last good checkpoint (step {step}) is kept in {checkpoint.folder}; "
+
+
+def _drop_logged_after(path: Path, stage: str, step: int) -> None:
+    """Forget the metrics lines a killed run logged after its last checkpoint (they come again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the kill
+        if not (record.get("stage") == stage and record.get("step", 0) > step):
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
+    tmp.replace(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..linalg import fingerprint
 from ..targets import find_targets
+from .run_state import read_stages, stamp
+
 
 def require(value: Any, key: str, flag: str) -> Any:
     """Refuse a missing input in one line that names the config key and its flag."""
@@ -23,14 +24,11 @@ def target_fingerprint(model, cfg: RunConfig) -> str:
     return fingerprint(find_targets(model, cfg.model.target_modules))
 
 
-def read_stages(rd: RunDir) -> dict[str, Any]:
-    return json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
-
-
-def record_stage(rd: RunDir, key: str, info: dict[str, Any]) -> None:
-    """Merge ``info`` under ``key`` in ``stages.json`` (wall times, fingerprints, certificates)."""
+def record_stage(rd: RunDir, cfg: RunConfig, key: str, info: dict[str, Any]) -> None:
+    """Record ``info`` under ``key`` in ``stages.json`` (wall times, fingerprints, certificates),
+    with the digests that tell a later command whether the stage is done (:mod:`.run_state`)."""
     stages = read_stages(rd)
-    stages[key] = info
+    stages[key] = {**info, **stamp(rd, cfg, key)}
     write_json(rd.stages, stages)
 
 

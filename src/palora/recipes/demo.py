@@ -8,25 +8,28 @@ The settings live in ``palora/configs/demo.yaml``; they were chosen on the valid
 
 from __future__ import annotations
 
-import dataclasses
-
 from ..artifacts import RunDir
-from ..config import RunConfig, save
-from .data import run_data
+from ..config import RunConfig
 from .common import record_stage
+from .data import run_data
 from .pipeline import run_all
+from .run_state import is_done, say_done
+
+#: where the demo reads each data set, relative to its run directory (``palora data`` writes them)
+DATA_FILES = {
+    "data.skill_train": "skill_train.jsonl",
+    "data.skill_eval": "skill_test.jsonl",
+    "data.knowledge_train": "knowledge_train.jsonl",
+    "data.knowledge_eval": "knowledge_test.jsonl",
+    "data.known_eval": "known_facts.jsonl",
+}
 
 
 def run_demo(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
-    data = RunDir(rd.root / "data")
-    if not (data.root / "manifest.json").is_file():
-        record_stage(rd, "data", {"wall_time_s": run_data(cfg, data, progress)["wall_time_s"]})
-    d = data.root
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data,
-        skill_train=str(d / "skill_train.jsonl"), skill_eval=str(d / "skill_test.jsonl"),
-        knowledge_train=str(d / "knowledge_train.jsonl"), knowledge_eval=str(d / "knowledge_test.jsonl"),
-        known_eval=str(d / "known_facts.jsonl"),
-    ))
-    save(cfg, rd.config)
+    """``cfg.data`` already points into ``<out>/data/`` (the CLI sets it from :data:`DATA_FILES`)."""
+    if is_done(rd, cfg, "data"):
+        say_done(rd, "data")
+    else:
+        info = run_data(cfg, RunDir(rd.data), progress)
+        record_stage(rd, cfg, "data", {"wall_time_s": info["wall_time_s"]})
     return run_all(cfg, rd, progress)

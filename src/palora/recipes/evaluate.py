@@ -4,29 +4,80 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 
 from peft import PeftModel
 
 from ..artifacts import RunDir, atomic_path, check_adapter
 from ..config import RunConfig
-from ..data import load_eval
-from ..errors import ArtifactError
+from ..data import EvalExample, load_eval
+from ..errors import ArtifactError, FingerprintError
 from ..evaluation import EvalResult, evaluate, retention
 from ..models import load_model, load_model_and_tokenizer, load_tokenizer
 from ..report import write_report
-from .common import ensure_dir, read_stages, record_stage, require, target_fingerprint
+from .common import ensure_dir, record_stage, require, target_fingerprint
+from .run_state import is_done, read_stages, say_done
+
+
+@dataclass(frozen=True)
+class EvalSets:
+    """The evaluation files of a run, read and checked."""
+
+    skill: list[EvalExample]
+    knowledge: list[EvalExample]
+    known: list[EvalExample] | None
+
+
+def load_eval_sets(cfg: RunConfig) -> EvalSets:
+    """Every evaluation file, each answer readable by its checker (``FILE:LINE`` errors otherwise).
+
+    Reads no model: ``palora run`` can call it before training, so that a bad evaluation file
+    fails in a second rather than after the training.
+    """
+    d = cfg.data
+    return EvalSets(
+        skill=load_eval(require(d.skill_eval, "data.skill_eval", "--skill-eval"), d.skill_checker),
+        knowledge=load_eval(require(d.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"),
+                            d.knowledge_checker),
+        known=load_eval(d.known_eval, d.knowledge_checker) if d.known_eval else None,
+    )
+
+
+def check_run(cfg: RunConfig, rd: RunDir, methods: list[str]) -> None:
+    """Refuse, before anything is generated or written, a missing expert or method, or an adapter
+    trained on another expert than ``expert_model/``."""
+    if not rd.expert_model.is_dir():
+        raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
+    adapters = [m for m in methods if not rd.merged_model(m).is_dir()]
+    for m in adapters:
+        if not rd.adapter(m).is_dir():
+            raise ArtifactError(
+                f"method {m} has neither {rd.merged_model(m)} nor {rd.adapter(m)}: run `palora inject` first"
+            )
+    if adapters:
+        expert_fp = target_fingerprint(load_model(cfg.model, path=str(rd.expert_model)), cfg)
+        for m in adapters:
+            check_adapter(rd.adapter(m), expert_fp)
+
+
+def _check_base(cfg: RunConfig, rd: RunDir, model, stages: dict) -> None:
+    """The base model evaluated must be the one the run's expert was trained from."""
+    expected = stages.get("svf", {}).get("base_fingerprint")
+    found = target_fingerprint(model, cfg)
+    if expected is not None and found != expected:
+        raise FingerprintError(
+            f"{cfg.model.name} is not the base model of {rd.root} (fingerprint {found}, the expert was trained "
+            f"from {expected}): pass the model `palora svf` used"
+        )
 
 
 def _load_method(cfg: RunConfig, rd: RunDir, method: str):
+    """The merged model of ``method``, or the expert with its adapter merged (checked by :func:`check_run`)."""
     merged = rd.merged_model(method)
     if merged.is_dir():
         return load_model(cfg.model, path=str(merged))
-    adapter = rd.adapter(method)
-    if not adapter.is_dir():
-        raise ArtifactError(f"method {method} has neither {merged} nor {adapter}: run `palora inject` first")
     expert = load_model(cfg.model, path=str(rd.expert_model))
-    check_adapter(adapter, target_fingerprint(expert, cfg))
-    return PeftModel.from_pretrained(expert, str(adapter)).merge_and_unload()
+    return PeftModel.from_pretrained(expert, str(rd.adapter(method))).merge_and_unload()
 
 
 def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult) -> None:
@@ -37,22 +88,25 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult
 
 
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
+    if is_done(rd, cfg, "eval") and rd.report_json.is_file():
+        say_done(rd, "eval")
+        return json.loads(rd.report_json.read_text(encoding="utf-8"))["rows"]
     begin = time.perf_counter()
-    skill = load_eval(require(cfg.data.skill_eval, "data.skill_eval", "--skill-eval"))
-    facts = load_eval(require(cfg.data.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"))
-    known = load_eval(cfg.data.known_eval) if cfg.data.known_eval else None
+    sets = load_eval_sets(cfg)
+    skill, facts, known = sets.skill, sets.knowledge, sets.known
     stages = read_stages(rd)
-    names = ["base", "expert", *[m for m in cfg.inject.methods if f"inject:{m}" in stages]]
+    methods = [m for m in cfg.inject.methods if f"inject:{m}" in stages]
+    check_run(cfg, rd, methods)
+    names = ["base", "expert", *methods]
     e = cfg.eval
     rows: list[dict] = []
     for name in names:
         start = time.perf_counter()
         if name == "base":
             model, tok = load_model_and_tokenizer(cfg.model)
+            _check_base(cfg, rd, model, stages)
         else:
-            if not rd.expert_model.is_dir():
-                raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
-            tok = load_tokenizer(str(rd.expert_model))
+            tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
             model = load_model(cfg.model, path=str(rd.expert_model)) if name == "expert" else _load_method(cfg, rd, name)
         common = dict(chat_template=cfg.data.chat_template, max_new_tokens=e.max_new_tokens,
                       batch_size=e.batch_size, limit=e.limit, progress=progress)
@@ -85,6 +139,6 @@ def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
         r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
         if known is not None:  # old facts are measured against the base model, which knew them all
             r["known_retention"] = retention(r["known_recall"], rows[0]["known_recall"])
-    record_stage(rd, "eval", {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)})
+    record_stage(rd, cfg, "eval", {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)})
     write_report(rd, rows, read_stages(rd), cfg)
     return rows

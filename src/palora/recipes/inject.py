@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 import torch
-
 from transformers import set_seed
 
 from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
+from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
 from ..data import TrainCollator, load_train, tokenize_train
 from ..errors import ArtifactError
@@ -23,7 +23,8 @@ from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
 from ..subspace import Subspace
 from ..targets import find_targets
 from ..training import train
-from .common import read_stages, record_stage, require, target_fingerprint
+from .common import record_stage, require, target_fingerprint
+from .run_state import digest, is_done, read_stages, say_done
 
 
 def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subspace]:
@@ -54,6 +55,11 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     svf_info = read_stages(rd).get("svf", {})
     results = {}
     for method in cfg.inject.methods:
+        key = f"inject:{method}"
+        if is_done(rd, cfg, key):
+            say_done(rd, key)
+            results[method] = read_stages(rd)[key]
+            continue
         start = time.perf_counter()
         set_seed(cfg.seed)
         expert = load_model(cfg.model, path=str(rd.expert_model))
@@ -65,7 +71,9 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         model = add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
                          subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft)
         result = train(model, items, TrainCollator(tok.pad_token_id), cfg.inject.train, seed=cfg.seed,
-                       stage=f"inject:{method}", metrics_path=rd.metrics, progress=progress)
+                       stage=key, metrics_path=rd.metrics, progress=progress,
+                       checkpoint=CheckpointSpec(rd.checkpoint(key), cfg.inject.train.checkpoint_every,
+                                                 digest(cfg, key)))
         bake_projections(model)
 
         info = {"trainable_parameters": result.trainable_parameters, "final_loss": result.final_loss,
@@ -84,5 +92,6 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
                 tok.save_pretrained(tmp)
         info["wall_time_s"] = round(time.perf_counter() - start, 2)
         results[method] = info
-        record_stage(rd, f"inject:{method}", info)
+        record_stage(rd, cfg, key, info)
+        discard_checkpoint(rd.checkpoint(key))
     return results

@@ -7,17 +7,18 @@ import time
 
 import torch
 
+from ..activation_probe import activation_subspaces
 from ..artifacts import RunDir, load_svf_expert, save_subspace, write_json
 from ..config import RunConfig
 from ..data import TrainCollator, batches, load_train, tokenize_train
 from ..errors import ArtifactError
-from ..activation_probe import activation_subspaces
 from ..models import load_model, load_model_and_tokenizer, load_tokenizer
 from ..probe import DATA_SCORES, SelectionRule, select_subspace
 from ..skill_stats import activation_energy, fisher_information, input_covariance
 from ..svf import add_svf, load_svf_state
 from ..targets import find_targets
 from .common import record_stage, require, target_fingerprint
+from .run_state import is_done, read_stages, say_done
 
 
 def selection_rule(cfg: RunConfig) -> SelectionRule:
@@ -48,14 +49,19 @@ def skill_batches(cfg: RunConfig, tok) -> list[dict[str, torch.Tensor]]:
 def expert_activation_subspaces(cfg: RunConfig, rd: RunDir, progress: bool) -> tuple[dict, dict]:
     """``probe.basis=activation``: the skill's input covariance through the merged expert."""
     expert = load_model(cfg.model, path=str(rd.expert_model))
-    tok = load_tokenizer(str(rd.expert_model))
+    tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
     targets = find_targets(expert, cfg.model.target_modules)
     cov = input_covariance(expert, skill_batches(cfg, tok), [t.name for t in targets], progress)
     return activation_subspaces(cov, {t.name: t.shape[0] for t in targets}, selection_rule(cfg))
 
 
 def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    if is_done(rd, cfg, "probe"):
+        say_done(rd, "probe")
+        return read_stages(rd)["probe"]
     start = time.perf_counter()
+    if not rd.svf_expert.is_file():
+        raise ArtifactError(f"{rd.svf_expert} does not exist: run `palora svf --out {rd.root}` first")
     model = load_model(cfg.model)
     base_fp = target_fingerprint(model, cfg)
     state, meta = load_svf_expert(rd.svf_expert, base_fp)
@@ -82,5 +88,5 @@ def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         "protected_fraction": spectrum["fraction"],
         "in_top_block": spectrum["in_top_block"],
     }
-    record_stage(rd, "probe", info)
+    record_stage(rd, cfg, "probe", info)
     return info

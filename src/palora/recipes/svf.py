@@ -7,15 +7,20 @@ import time
 from transformers import set_seed
 
 from ..artifacts import RunDir, atomic_path, save_svf_expert
+from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
 from ..data import TrainCollator, load_train, tokenize_train
 from ..models import load_model_and_tokenizer
 from ..svf import add_svf, merge_svf, svf_state
 from ..training import train
 from .common import record_stage, require, target_fingerprint
+from .run_state import digest, is_done, read_stages, say_done
 
 
 def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    if is_done(rd, cfg, "svf"):
+        say_done(rd, "svf")
+        return read_stages(rd)["svf"]
     start = time.perf_counter()
     set_seed(cfg.seed)
     data_path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
@@ -26,7 +31,8 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress)
     items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
     result = train(model, items, TrainCollator(tok.pad_token_id), cfg.svf.train, seed=cfg.seed,
-                   stage="svf", metrics_path=rd.metrics, progress=progress)
+                   stage="svf", metrics_path=rd.metrics, progress=progress,
+                   checkpoint=CheckpointSpec(rd.checkpoint("svf"), cfg.svf.train.checkpoint_every, digest(cfg, "svf")))
 
     state = svf_state(model)
     merge_svf(model)
@@ -43,5 +49,6 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         "base_fingerprint": base_fp,
         "expert_fingerprint": expert_fp,
     }
-    record_stage(rd, "svf", info)
+    record_stage(rd, cfg, "svf", info)
+    discard_checkpoint(rd.checkpoint("svf"))
     return info

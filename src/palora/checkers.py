@@ -57,7 +57,10 @@ def _parse_reference(answer: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise DataError(f"numeric checker cannot parse the answer {answer!r} as a number")
+        raise DataError(
+            f"numeric checker cannot parse the answer {answer!r} as a number (use the exact or contains checker "
+            "for answers in words)"
+        )
     return value
 
 
@@ -97,6 +100,14 @@ CHECKERS: dict[str, Checker] = {
     "exact": check_exact,
     "contains": check_contains,
 }
+
+
+def check_reference(name: str, answer: str, aliases: Sequence[str] = ()) -> None:
+    """Refuse (DataError) a reference the checker ``name`` cannot compare with, before any generation.
+
+    Checking against an empty output reads every reference the way a real check does.
+    """
+    get_checker(name)("", answer, aliases)
 
 
 def get_checker(name: str) -> Checker:

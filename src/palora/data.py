@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from .checkers import check_reference
 from .errors import DataError, ModelError
 
 IGNORE_INDEX = -100  # label of a token that carries no loss (torch.nn.CrossEntropyLoss default)
@@ -122,8 +123,12 @@ def load_train(path: str | Path) -> list[TrainExample]:
     return examples
 
 
-def load_eval(path: str | Path) -> list[EvalExample]:
-    """Evaluation examples: ``"prompt"`` (str), ``"answer"`` (str or number), ``"aliases"`` (list of str)."""
+def load_eval(path: str | Path, checker: str | None = None) -> list[EvalExample]:
+    """Evaluation examples: ``"prompt"`` (str), ``"answer"`` (str or number), ``"aliases"`` (list of str).
+
+    With ``checker`` named, every answer and alias must be one that checker can compare with
+    (a number for ``numeric``): a set that would silently score 0 is refused at its line.
+    """
     examples: list[EvalExample] = []
     for lineno, obj in _read_records(path):
         prompt = _field(path, lineno, obj, "prompt")
@@ -139,6 +144,11 @@ def load_eval(path: str | Path) -> list[EvalExample]:
         aliases = obj.get("aliases", [])
         if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
             raise DataError(f"{path}:{lineno}: 'aliases' must be a list of strings")
+        if checker is not None:
+            try:
+                check_reference(checker, answer, aliases)
+            except DataError as e:
+                raise DataError(f"{path}:{lineno}: {e}") from None
         examples.append(EvalExample(prompt, answer, tuple(aliases)))
     return examples
 

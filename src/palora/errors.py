@@ -25,3 +25,9 @@ class ArtifactError(PaloraError):
 
 class FingerprintError(ArtifactError):
     """An artifact made for other base weights than the model it is loaded onto."""
+
+
+def one_line(err: BaseException) -> str:
+    """The first non-blank line of a library's error message (its type name when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0].strip() if text else type(err).__name__

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkers import get_checker
+from .checkers import check_reference, get_checker
 from .data import EvalExample, format_prompt
 from .errors import DataError
 
@@ -134,10 +134,9 @@ def evaluate(
     selected = list(examples if limit is None else examples[:limit])
     if not selected:
         raise DataError("no evaluation examples to score")
-    # Check every reference against an empty output first: an answer the checker cannot read
-    # fails now rather than after the whole generation.
+    # An answer the checker cannot read fails now rather than after the whole generation.
     for ex in selected:
-        check("", ex.answer, ex.aliases)
+        check_reference(checker, ex.answer, ex.aliases)
     prompts = [format_prompt(tokenizer, ex.prompt, chat_template) for ex in selected]
     outputs = generate(model, tokenizer, prompts, max_new_tokens, batch_size, desc=desc, progress=progress)
     correct = [check(out, ex.answer, ex.aliases) for out, ex in zip(outputs, selected)]

@@ -8,8 +8,8 @@ A model is named in one of three ways (:func:`resolve_model_path`):
 * a **local folder** written by ``save_pretrained``;
 * a **hub id** (``org/name``), left to transformers (set ``HF_HUB_OFFLINE=1`` yourself to stay offline).
 
-Weights are only read from safetensors, never from pickles. Every loading failure is raised as a
-one-line :class:`~palora.errors.ModelError` that names the path.
+Weights are only read from safetensors, never from pickles (a hub model that has none is refused).
+Every loading failure is raised as a one-line :class:`~palora.errors.ModelError` that names the path.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors import SafetensorError
 
-from .errors import ModelError
+from .errors import ModelError, one_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -63,12 +63,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _LOAD_ERRORS = (OSError, ValueError, SafetensorError)
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return first or type(err).__name__
-
-
 def cache_dir() -> Path:
     """``$PALORA_CACHE`` if set, else ``~/.cache/palora``."""
     env = os.environ.get("PALORA_CACHE")
@@ -94,8 +88,10 @@ def _convert_gguf(folder: Path, filename: str, out: Path) -> None:
     """De-quantise ``folder/filename`` and save it as a plain fp32 safetensors folder ``out``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=filename, trust_remote_code=False)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=filename, dtype=torch.float32, trust_remote_code=False
+    )
     # A GGUF-loaded model refuses save_pretrained; rebuild it from its config without the
     # quantization config and copy the (already de-quantised, fp32) weights over.
     config = gguf_model.config
@@ -138,19 +134,19 @@ def packaged_model_path(name: str, progress: bool = True) -> Path:
         _remove_stale_temporaries(target)
         tmp.mkdir()  # unlike mkdtemp, honours the umask (the cache may be shared)
     except OSError as e:
-        raise ModelError(f"cannot write to the model cache {target.parent}: {_one_line(e)}") from None
+        raise ModelError(f"cannot write to the model cache {target.parent}: {one_line(e)}") from None
     if progress:
         print(f"palora: converting {name} from {filename} into {target} (once, about 20 s)", file=sys.stderr)
     try:
         try:
             _convert_gguf(folder, filename, tmp)
         except (*_LOAD_ERRORS, RuntimeError, ImportError) as e:
-            raise ModelError(f"cannot convert {folder / filename}: {_one_line(e)}") from None
+            raise ModelError(f"cannot convert {folder / filename}: {one_line(e)}") from None
         try:
             os.rename(tmp, target)  # atomic; fails if another process renamed its folder first
         except OSError as e:
             if not target.is_dir():
-                raise ModelError(f"cannot move {tmp} to {target}: {_one_line(e)}") from None
+                raise ModelError(f"cannot move {tmp} to {target}: {one_line(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
     return target
@@ -189,10 +185,21 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _local_kwargs(path: str) -> dict[str, object]:
-    # Never read pickles: from a local folder require safetensors. For a hub id transformers
-    # already prefers safetensors, and forcing it would refuse the few hub models without them.
-    return {"use_safetensors": True} if Path(path).is_dir() else {}
+#: weight files that are pickles (``torch.save``): never loaded, and named when they are all a folder has
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickled_folder(path: str) -> None:
+    """A local folder whose only weights are pickles gets a ModelError saying so (nothing is read)."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelError(
+            f"model folder {folder} has no model.safetensors, only pickled weights ({', '.join(pickles)}) that "
+            "palora never loads; save the model again with save_pretrained (safetensors)"
+        )
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -203,7 +210,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except _LOAD_ERRORS as e:
-        raise ModelError(f"cannot load the tokenizer from {path}: {_one_line(e)}") from None
+        raise ModelError(f"cannot load the tokenizer from {path}: {one_line(e)}") from None
     if tok.pad_token is None:
         if tok.eos_token is None:
             raise ModelError(f"tokenizer of {path} has neither a pad nor an eos token")
@@ -216,15 +223,18 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     path = path if path is not None else resolve_model_path(cfg.name)
+    _refuse_pickled_folder(path)
     try:
+        # Never read pickles: safetensors only, from a local folder and from the hub alike (a hub
+        # model without safetensors weights is refused rather than unpickled).
         model = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=getattr(torch, cfg.dtype),
             trust_remote_code=cfg.trust_remote_code,
-            **_local_kwargs(path),
+            use_safetensors=True,
         )
     except _LOAD_ERRORS as e:
-        raise ModelError(f"cannot load the model from {path}: {_one_line(e)}") from None
+        raise ModelError(f"cannot load the model from {path}: {one_line(e)}") from None
     return model
 
 

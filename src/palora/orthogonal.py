@@ -127,10 +127,36 @@ def certificate(delta: torch.Tensor, sub: Subspace) -> tuple[float, float]:
     return float(out_side), float(in_side)
 
 
+def projected_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every ``lora_A``/``lora_B`` whose weight carries a :class:`ProjectAway`."""
+    return [
+        (name, module) for name, module in model.named_modules()
+        if parametrize.is_parametrized(module, "weight")
+        and any(isinstance(p, ProjectAway) for p in module.parametrizations["weight"])
+    ]
+
+
 def bake_projections(peft_model: PeftModel) -> None:
-    """Replace each projected ``A``/``B`` by its projected value, as plain parameters (in place)."""
-    for module in peft_model.modules():
-        if parametrize.is_parametrized(module, "weight") and any(
-            isinstance(p, ProjectAway) for p in module.parametrizations["weight"]
-        ):
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    """Replace each projected ``A``/``B`` by its projected value, as plain parameters (in place).
+
+    The model is then plain LoRA: further training would leave the subspace. To save while
+    training goes on, use :func:`projected_state_dict` instead.
+    """
+    for _, module in projected_modules(peft_model):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+@torch.no_grad()
+def projected_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` as :func:`bake_projections` would leave it, without changing the model.
+
+    Each projected module's ``parametrizations.*`` entries (the raw ``A``/``B`` and the bases)
+    are replaced by one ``<module>.weight``, its projected value ``A'`` or ``B'``; passed to
+    peft's ``save_pretrained(..., state_dict=...)`` this writes a plain LoRA adapter.
+    """
+    state = model.state_dict()
+    for name, module in projected_modules(model):
+        for key in module.parametrizations.state_dict(prefix=f"{name}.parametrizations."):
+            del state[key]
+        state[f"{name}.weight"] = module.weight.detach().clone()  # A' or B', computed now
+    return state

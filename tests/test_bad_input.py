@@ -4,8 +4,8 @@ and nothing already on disk touched.
 Each case runs ``palora.cli.main`` in-process on a copy of a run directory left after a given stage
 (``fresh``: no directory; ``svf``, ``probe``, ``inject``: after that stage of a tiny Llama run), so
 the failing stage is one that has not run yet there. Every file of the copy and every input file is
-hashed before and after; only the run's ``config.yaml``, which the CLI saves before the stage starts,
-is left to :func:`test_failed_stage_keeps_config_yaml`.
+hashed before and after, the run's ``config.yaml`` included (the CLI puts the previous one back when
+a command is refused).
 """
 
 from __future__ import annotations
@@ -369,10 +369,9 @@ CASES = [
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under ``roots``, except the run's ``config.yaml`` (the CLI saves it first)."""
+    """sha256 of every file under ``roots``."""
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for root in roots if root.exists() for p in sorted(root.rglob("*"))
-            if p.is_file() and p != roots[0] / "config.yaml"}
+            for root in roots if root.exists() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def prepare(case: Case, world: World, tmp_path: Path) -> tuple[list[str], dict[str, str], Path, Path]:
@@ -445,8 +444,6 @@ def test_config_error_keeps_config_yaml(world: World, tmp_path: Path, capsys):
     assert (run / "config.yaml").read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="cli.main() saves config.yaml before the stage runs, so a stage that "
-                   "refuses its input still replaces it; remove this marker once it saves only after validation")
 def test_failed_stage_keeps_config_yaml(world: World, tmp_path: Path, capsys):
     case = next(c for c in CASES if c.id == "numeric-answer-in-words")
     argv, _, run, _ = prepare(case, world, tmp_path)
@@ -455,8 +452,6 @@ def test_failed_stage_keeps_config_yaml(world: World, tmp_path: Path, capsys):
     assert (run / "config.yaml").read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="recipes.pipeline.run_all does not yet call recipes.evaluate.load_eval_sets "
-                   "before run_svf, so `palora run` trains before it reads the evaluation files")
 def test_run_refuses_a_bad_eval_file_before_training(world: World, tmp_path: Path, capsys):
     p, d = world.paths, tmp_path / "in"
     d.mkdir()

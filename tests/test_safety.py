@@ -139,8 +139,6 @@ def test_every_auto_from_pretrained_names_trust_remote_code():
     assert calls and [where for where, value in calls if value is None] == []
 
 
-@pytest.mark.xfail(strict=True, reason="recipes/inject.py loads the expert's tokenizer with load_tokenizer(path) "
-                   "alone, so model.trust_remote_code does not reach it; remove this marker once it passes the flag")
 def test_every_recipe_tokenizer_load_passes_trust_remote_code():
     missing = []
     for p in sorted((SRC / "recipes").glob("*.py")):

@@ -30,6 +30,8 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "--out": ("out", "DIR", "run directory (shared by every stage)"),
     "--methods": ("inject.methods", "LIST", "comma-separated injection methods: palora,lora"),
     "--seed": ("seed", "N", "seed of every random choice"),
+    "--lm-eval": ("eval.lm_eval_tasks", "TASKS", "comma-separated lm-evaluation-harness tasks also run on every "
+                  "model, e.g. gsm8k,arc_challenge (pip install 'palora-llm[eval]')"),
 }
 
 VERBS: dict[str, tuple[str, list[str]]] = {
@@ -41,7 +43,7 @@ VERBS: dict[str, tuple[str, list[str]]] = {
              ["--out", "--seed"]),
     "run": ("every stage: SVF expert, probe, injection with each method, evaluation, report",
             ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
-             "--methods", "--seed"]),
+             "--methods", "--seed", "--lm-eval"]),
     "svf": ("stage 1: train the SVF expert on the skill data (svf_expert.safetensors, expert_model/)",
             ["--model", "--skill-train", "--out", "--seed"]),
     "probe": ("stage 2: pick the protected singular components from the expert (subspace.safetensors)",
@@ -49,7 +51,7 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "inject": ("stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
                ["--knowledge-train", "--methods", "--out", "--seed"]),
     "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",
-             ["--skill-eval", "--knowledge-eval", "--out"]),
+             ["--skill-eval", "--knowledge-eval", "--out", "--lm-eval"]),
 }
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -141,20 +143,40 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _restore(rd: Any, previous: bytes | None) -> None:
+    """Put back the ``config.yaml`` a refused command replaced (or remove the one it created)."""
+    if previous is None:
+        rd.config.unlink(missing_ok=True)
+        if rd.root.is_dir() and not any(rd.root.iterdir()):
+            rd.root.rmdir()
+        return
+    tmp = rd.config.with_name(f".{rd.config.name}.restore")
+    tmp.write_bytes(previous)
+    tmp.replace(rd.config)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    previous: bytes | None = None  # the run directory's config.yaml before this command
+    rd, wrote = None, False
     try:
         cfg = configure(args)
         from .artifacts import RunDir
+        from .distributed import barrier, is_main
         from .recipes.run_state import open_run
 
         rd = RunDir(cfg.out)
-        open_run(rd, cfg, overwrite=args.overwrite)  # refuses another run's directory before writing
-        rd.root.mkdir(parents=True, exist_ok=True)
-        save(cfg, rd.config)
+        main_process = is_main()
+        open_run(rd, cfg, overwrite=args.overwrite, writer=main_process)  # refuses another run's directory
+        if main_process:
+            previous = rd.config.read_bytes() if rd.config.is_file() else None
+            rd.root.mkdir(parents=True, exist_ok=True)
+            save(cfg, rd.config)
+            wrote = True
+        barrier()
         result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)
-        if args.verb in ("run", "eval", "demo"):
+        if args.verb in ("run", "eval", "demo") and main_process:
             from .report import markdown_table, stage_times
 
             print(markdown_table(result))
@@ -162,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run directory: {rd.root} (report.md, report.json, plots/)")
         return 0
     except PaloraError as e:
+        if wrote:  # a refused command leaves the run directory's config as it was
+            _restore(rd, previous)
         if args.debug:
             raise
         print(f"palora {args.verb}: error: {e}", file=sys.stderr)

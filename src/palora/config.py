@@ -165,11 +165,29 @@ class EvalConfig:
     batch_size: int = documented(32, "prompts per generation batch (left-padded, KV cache)")
     max_new_tokens: int = documented(16, "greedy tokens generated per answer")
     limit: int | None = documented(None, "evaluate at most this many items per set")
+    lm_eval_tasks: list[str] | None = documented(
+        None, "lm-evaluation-harness tasks (gsm8k, arc_challenge, ...) also run on every model (needs palora-llm[eval])"
+    )
+    lm_eval_include_path: str | None = documented(None, "folder of custom lm-eval task YAML files")
+    lm_eval_limit: int | None = documented(None, "lm-eval: at most this many items per task (null: all)")
+    lm_eval_num_fewshot: int | None = documented(None, "lm-eval: few-shot examples per prompt (null: the task's own)")
+    lm_eval_batch_size: int = documented(8, "lm-eval: requests per forward pass")
+    lm_eval_chat_template: bool = documented(False, "lm-eval: wrap prompts in the tokenizer's chat template")
+    lm_eval_unsafe_code: bool = documented(
+        False, "lm-eval: allow tasks that execute the generated code (humaneval, mbpp); sets HF_ALLOW_CODE_EVAL=1"
+    )
 
     def __post_init__(self) -> None:
         check_value(self.batch_size > 0, "eval.batch_size", self.batch_size, "must be positive")
         check_value(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be positive")
         check_value(self.limit is None or self.limit > 0, "eval.limit", self.limit, "must be positive (or null for all)")
+        check_value(self.lm_eval_tasks is None or len(self.lm_eval_tasks) > 0, "eval.lm_eval_tasks",
+                    self.lm_eval_tasks, "name at least one task (or null for none)")
+        check_value(self.lm_eval_limit is None or self.lm_eval_limit > 0, "eval.lm_eval_limit", self.lm_eval_limit,
+                    "must be positive (or null for all)")
+        check_value(self.lm_eval_num_fewshot is None or self.lm_eval_num_fewshot >= 0, "eval.lm_eval_num_fewshot",
+                    self.lm_eval_num_fewshot, "must be >= 0 (or null for the task's own)")
+        check_value(self.lm_eval_batch_size > 0, "eval.lm_eval_batch_size", self.lm_eval_batch_size, "must be positive")
 
 
 @dataclass

@@ -45,6 +45,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return head + rule + "\n".join(lines) + "\n"
 
 
+def lm_eval_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+    """lm-evaluation-harness scores: one row per model, one column per task and metric (± its stderr)."""
+    columns = sorted({(task, metric) for tasks in scores.values() for task, metrics in tasks.items()
+                      for metric in metrics if "_stderr," not in metric})
+    head = "| model | " + " | ".join(f"{task} {metric}" for task, metric in columns) + " |\n"
+    rule = "|---|" + "---|" * len(columns) + "\n"
+    lines = []
+    for name, tasks in scores.items():
+        cells = []
+        for task, metric in columns:
+            value = tasks.get(task, {}).get(metric)
+            stderr = tasks.get(task, {}).get(metric.replace(",", "_stderr,", 1))
+            cells.append("n/a" if value is None else f"{value:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + rule + "\n".join(lines) + "\n"
+
+
 def stage_times(rd: RunDir) -> str:
     """``Wall time per stage (s): svf 118.9, probe 9.3, ...`` from ``stages.json``."""
     stages = json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
@@ -52,8 +69,12 @@ def stage_times(rd: RunDir) -> str:
     return "Wall time per stage (s): " + (", ".join(times) if times else "n/a")
 
 
-def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig,
+                 lm_eval: dict[str, dict[str, dict[str, float]]] | None = None) -> dict[str, Any]:
+    """``lm_eval``: ``{model: {task: {metric: value}}}`` of lm-evaluation-harness, when the run asked for it."""
     report = {"rows": rows, "stages": stages, "palora_version": __version__, "config": to_dict(cfg)}
+    if lm_eval is not None:
+        report["lm_eval"] = lm_eval
     write_json(rd.report_json, report)
     n_skill = rows[0]["n_skill"] if rows else 0
     n_facts = rows[0]["n_knowledge"] if rows else 0
@@ -67,6 +88,10 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
     for method, v in certs.items():
         md.append(f"\nOrthogonality certificate of `{method}` (max over matrices): "
                   f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n")
+    if lm_eval is not None:
+        version = stages.get("eval", {}).get("lm_eval_version", "")
+        md.append(f"\nlm-evaluation-harness {version} (lm-eval's metric names; ± is lm-eval's standard error):\n\n"
+                  + lm_eval_table(lm_eval))
     md.append("\n" + stage_times(rd) + "\n")
     with atomic_path(rd.report_md) as tmp:
         tmp.write_text("".join(md), encoding="utf-8")

@@ -115,7 +115,11 @@ def train(
                 sync = acc.no_sync(model) if micro < cfg.grad_accum - 1 else nullcontext()
                 with sync, parametrize.cached():  # each projection computed once per micro-batch
                     loss = model(**batch).loss
+                    if world > 1:  # the global batch's token mean, whatever each shard's token count
+                        loss = loss * _token_weight(acc, batch["labels"], world)
                     acc.backward(loss / cfg.grad_accum)
+                if world > 1:
+                    loss = acc.reduce(loss.detach(), reduction="mean")
                 step_loss += float(loss.detach()) / cfg.grad_accum
             if not math.isfinite(step_loss):  # before the update: the weights stay the last good ones
                 raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; "
@@ -155,6 +159,15 @@ def train(
             log.close()
     model.eval()
     return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses)
+
+
+def _token_weight(acc: Accelerator, labels: torch.Tensor, world: int) -> float:
+    """``P · n_p / Σ n``: the model's loss is the mean over this shard's ``n_p`` labelled tokens and
+    DDP averages gradients over the ``P`` ranks, so this weight makes the step the mean over all
+    the global batch's tokens, as one process with the whole batch would compute it."""
+    n = (labels[:, 1:] != -100).sum()
+    total = acc.reduce(n.clone(), reduction="sum")
+    return world * float(n) / max(float(total), 1.0)
 
 
 def _kept(checkpoint: CheckpointSpec | None) -> str:

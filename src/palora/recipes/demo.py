@@ -12,6 +12,7 @@ from ..artifacts import RunDir
 from ..config import RunConfig
 from .common import record_stage
 from .data import run_data
+from ..distributed import barrier, is_main
 from .pipeline import run_all
 from .run_state import is_done, say_done
 
@@ -29,7 +30,8 @@ def run_demo(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
     """``cfg.data`` already points into ``<out>/data/`` (the CLI sets it from :data:`DATA_FILES`)."""
     if is_done(rd, cfg, "data"):
         say_done(rd, "data")
-    else:
+    elif is_main():
         info = run_data(cfg, RunDir(rd.data), progress)
         record_stage(rd, cfg, "data", {"wall_time_s": info["wall_time_s"]})
+    barrier()
     return run_all(cfg, rd, progress)

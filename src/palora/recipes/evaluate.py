@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from peft import PeftModel
 
+from .. import lm_eval_bridge
 from ..artifacts import RunDir, atomic_path, check_adapter
 from ..config import RunConfig
 from ..data import EvalExample, load_eval
+from ..distributed import barrier, is_main
 from ..errors import ArtifactError, FingerprintError
 from ..evaluation import EvalResult, evaluate, retention
 from ..models import load_model, load_model_and_tokenizer, load_tokenizer
@@ -21,15 +23,17 @@ from .run_state import is_done, read_stages, say_done
 
 @dataclass(frozen=True)
 class EvalSets:
-    """The evaluation files of a run, read and checked."""
+    """The evaluation files of a run, read and checked, and its lm-eval tasks, found and tried."""
 
     skill: list[EvalExample]
     knowledge: list[EvalExample]
     known: list[EvalExample] | None
+    lm_eval: lm_eval_bridge.LmEvalTasks | None
 
 
-def load_eval_sets(cfg: RunConfig) -> EvalSets:
-    """Every evaluation file, each answer readable by its checker (``FILE:LINE`` errors otherwise).
+def load_eval_sets(cfg: RunConfig, progress: bool = True) -> EvalSets:
+    """Every evaluation file, each answer readable by its checker (``FILE:LINE`` errors otherwise),
+    and the lm-eval tasks of ``eval.lm_eval_tasks`` (unknown names, unreachable data sets refused).
 
     Reads no model: ``palora run`` can call it before training, so that a bad evaluation file
     fails in a second rather than after the training.
@@ -40,6 +44,7 @@ def load_eval_sets(cfg: RunConfig) -> EvalSets:
         knowledge=load_eval(require(d.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"),
                             d.knowledge_checker),
         known=load_eval(d.known_eval, d.knowledge_checker) if d.known_eval else None,
+        lm_eval=lm_eval_bridge.load_tasks(cfg.eval, progress) if cfg.eval.lm_eval_tasks else None,
     )
 
 
@@ -88,17 +93,25 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult
 
 
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
+    """Generation on the main process alone (the other ranks wait and return no rows)."""
     if is_done(rd, cfg, "eval") and rd.report_json.is_file():
         say_done(rd, "eval")
         return json.loads(rd.report_json.read_text(encoding="utf-8"))["rows"]
+    rows = _evaluate(cfg, rd, progress) if is_main() else []
+    barrier()
+    return rows
+
+
+def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
     begin = time.perf_counter()
-    sets = load_eval_sets(cfg)
-    skill, facts, known = sets.skill, sets.knowledge, sets.known
+    sets = load_eval_sets(cfg, progress)
+    skill, facts, known, lm_tasks = sets.skill, sets.knowledge, sets.known, sets.lm_eval
     stages = read_stages(rd)
     methods = [m for m in cfg.inject.methods if f"inject:{m}" in stages]
     check_run(cfg, rd, methods)
     names = ["base", "expert", *methods]
     e = cfg.eval
+    lm_scores: dict[str, dict] = {}
     rows: list[dict] = []
     for name in names:
         start = time.perf_counter()
@@ -133,12 +146,19 @@ def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
             _save_outputs(rd, name, "known", known, o)
             row.update(known_recall=o.accuracy, known_stderr=o.stderr)
         row["eval_time_s"] = round(time.perf_counter() - start, 2)
+        if lm_tasks is not None:
+            start = time.perf_counter()
+            lm_scores[name] = lm_eval_bridge.score(lm_tasks, model, tok)
+            row["lm_eval_time_s"] = round(time.perf_counter() - start, 2)
         rows.append(row)
     expert = next(r for r in rows if r["name"] == "expert")
     for r in rows:
         r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
         if known is not None:  # old facts are measured against the base model, which knew them all
             r["known_retention"] = retention(r["known_recall"], rows[0]["known_recall"])
-    record_stage(rd, cfg, "eval", {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)})
-    write_report(rd, rows, read_stages(rd), cfg)
+    record = {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)}
+    if lm_tasks is not None:
+        record["lm_eval_version"] = lm_tasks.version
+    record_stage(rd, cfg, "eval", record)
+    write_report(rd, rows, read_stages(rd), cfg, lm_eval=lm_scores if lm_tasks is not None else None)
     return rows

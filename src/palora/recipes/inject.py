@@ -15,6 +15,7 @@ from transformers import set_seed
 from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
+from ..distributed import barrier, is_main
 from ..data import TrainCollator, load_train, tokenize_train
 from ..errors import ArtifactError
 from ..linalg import iter_svd
@@ -50,7 +51,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     examples = load_train(data_path)
     if not rd.expert_model.is_dir():
         raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
-    tok = load_tokenizer(str(rd.expert_model))
+    tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
     items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
     svf_info = read_stages(rd).get("svf", {})
     results = {}
@@ -82,16 +83,18 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             ratios = [certificate(lora_delta(model, t.name), subspaces[t.name]) for t in targets]
             info["certificate_out"] = max(r[0] for r in ratios)  # max ‖U_Sᵀ ΔW‖ / ‖ΔW‖
             info["certificate_in"] = max(r[1] for r in ratios)  # max ‖ΔW V_S‖ / ‖ΔW‖
-        with atomic_path(rd.adapter(method), is_dir=True) as tmp:
-            model.save_pretrained(tmp)
-            stamp_adapter(tmp, svf_info.get("base_fingerprint", ""), expert_fp, method)
-        if cfg.save_merged:
-            merged = model.merge_and_unload()
-            with atomic_path(rd.merged_model(method), is_dir=True) as tmp:
-                merged.save_pretrained(tmp)
-                tok.save_pretrained(tmp)
-        info["wall_time_s"] = round(time.perf_counter() - start, 2)
+        if is_main():  # one writer; the other ranks wait until the files are there
+            with atomic_path(rd.adapter(method), is_dir=True) as tmp:
+                model.save_pretrained(tmp)
+                stamp_adapter(tmp, svf_info.get("base_fingerprint", ""), expert_fp, method)
+            if cfg.save_merged:
+                merged = model.merge_and_unload()
+                with atomic_path(rd.merged_model(method), is_dir=True) as tmp:
+                    merged.save_pretrained(tmp)
+                    tok.save_pretrained(tmp)
+            info["wall_time_s"] = round(time.perf_counter() - start, 2)
+            record_stage(rd, cfg, key, info)
+            discard_checkpoint(rd.checkpoint(key))
+        barrier()
         results[method] = info
-        record_stage(rd, cfg, key, info)
-        discard_checkpoint(rd.checkpoint(key))
     return results

@@ -10,6 +10,7 @@ import torch
 from ..activation_probe import activation_subspaces
 from ..artifacts import RunDir, load_svf_expert, save_subspace, write_json
 from ..config import RunConfig
+from ..distributed import barrier, is_main
 from ..data import TrainCollator, batches, load_train, tokenize_train
 from ..errors import ArtifactError
 from ..models import load_model, load_model_and_tokenizer, load_tokenizer
@@ -56,9 +57,17 @@ def expert_activation_subspaces(cfg: RunConfig, rd: RunDir, progress: bool) -> t
 
 
 def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    """Stage 2 (cheap: no training), on the main process alone; the other ranks wait for its file."""
     if is_done(rd, cfg, "probe"):
         say_done(rd, "probe")
         return read_stages(rd)["probe"]
+    if is_main():
+        _probe(cfg, rd, progress)
+    barrier()
+    return read_stages(rd)["probe"]
+
+
+def _probe(cfg: RunConfig, rd: RunDir, progress: bool) -> dict:
     start = time.perf_counter()
     if not rd.svf_expert.is_file():
         raise ArtifactError(f"{rd.svf_expert} does not exist: run `palora svf --out {rd.root}` first")

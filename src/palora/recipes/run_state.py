@@ -221,12 +221,13 @@ def changed_keys(rd: RunDir, cfg: RunConfig) -> list[str]:
     return [k for k in new if k in old and old[k] != new[k] and k != "out"]
 
 
-def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool) -> None:
+def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool, writer: bool = True) -> None:
     """Before a command writes anything into ``rd``: refuse another run's directory, or make room.
 
     Raises :class:`ConfigError` when a finished stage was made with other settings and
     ``overwrite`` is off; with ``overwrite``, removes exactly the stale stages. Always removes the
-    temporaries of writes a killed process left behind.
+    temporaries of writes a killed process left behind. Only the ``writer`` (the main process)
+    removes anything; every process checks.
     """
     stale = stale_stages(rd, cfg)
     if stale and not overwrite:
@@ -236,5 +237,6 @@ def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool) -> None:
             f"{rd.root} holds a run made with other settings{what}; its stages {', '.join(stale)} would change: "
             f"use another --out, or --overwrite to redo them"
         )
-    discard(rd, stale)
-    remove_partial_writes(rd)
+    if writer:
+        discard(rd, stale)
+        remove_partial_writes(rd)

@@ -9,6 +9,7 @@ from transformers import set_seed
 from ..artifacts import RunDir, atomic_path, save_svf_expert
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
+from ..distributed import barrier, is_main, split_svd
 from ..data import TrainCollator, load_train, tokenize_train
 from ..models import load_model_and_tokenizer
 from ..svf import add_svf, merge_svf, svf_state
@@ -28,7 +29,8 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     model, tok = load_model_and_tokenizer(cfg.model)
     base_fp = target_fingerprint(model, cfg)
 
-    add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress)
+    add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress,
+            decompose=split_svd)  # each rank decomposes its share of the matrices
     items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
     result = train(model, items, TrainCollator(tok.pad_token_id), cfg.svf.train, seed=cfg.seed,
                    stage="svf", metrics_path=rd.metrics, progress=progress,
@@ -37,10 +39,6 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     state = svf_state(model)
     merge_svf(model)
     expert_fp = target_fingerprint(model, cfg)
-    save_svf_expert(rd.svf_expert, state, cfg.svf.parametrization, base_fp, expert_fp)
-    with atomic_path(rd.expert_model, is_dir=True) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
     info = {
         "wall_time_s": round(time.perf_counter() - start, 2),
         "train_time_s": round(result.wall_time_s, 2),
@@ -49,6 +47,12 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         "base_fingerprint": base_fp,
         "expert_fingerprint": expert_fp,
     }
-    record_stage(rd, cfg, "svf", info)
-    discard_checkpoint(rd.checkpoint("svf"))
+    if is_main():  # one writer; the other ranks wait until the files are there
+        save_svf_expert(rd.svf_expert, state, cfg.svf.parametrization, base_fp, expert_fp)
+        with atomic_path(rd.expert_model, is_dir=True) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+        record_stage(rd, cfg, "svf", info)
+        discard_checkpoint(rd.checkpoint("svf"))
+    barrier()
     return info

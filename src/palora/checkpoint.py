@@ -4,8 +4,8 @@ A checkpoint is a folder ``<run>/checkpoints/<stage>/`` with two files, written 
 atomically (a temporary folder, then one rename):
 
 - ``state.safetensors``: the trainable parameters (``param.<name>``), the optimizer's per-parameter
-  state (``optim.<index>.<key>``, e.g. AdamW's ``step``, ``exp_avg``, ``exp_avg_sq``) and the
-  torch RNG states (``rng.cpu``, ``rng.cuda.<device>``);
+  state (``optim.<name>.<key>``, e.g. AdamW's ``step``, ``exp_avg``, ``exp_avg_sq``) and the
+  torch RNG states (``rng.cpu``, ``rng.cuda.<device>``), full tensors however the model is sharded;
 - ``state.json``: the step, the losses so far, the optimizer's parameter groups, the scheduler's
   state, Python's and NumPy's RNG states, and the digest of the stage's inputs.
 
@@ -29,6 +29,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from .errors import ArtifactError
 
@@ -51,8 +52,8 @@ class Resumed:
     losses: list[float]
 
 
-def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+#: full (gathered) tensors of the trainable parameters only; under FSDP2 only rank 0 receives them
+_OPTIONS = StateDictOptions(full_state_dict=True, ignore_frozen_params=True, cpu_offload=True)
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -78,18 +79,26 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], states: dict[str, Any]) -> 
 
 
 def save_checkpoint(spec: CheckpointSpec, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, step: int, losses: list[float]) -> None:
-    """Write the checkpoint of ``step`` over the previous one, atomically."""
-    tensors = {f"param.{n}": p.detach().cpu().contiguous() for n, p in _trainable(model).items()}
-    opt = optimizer.state_dict()
-    for index, state in opt["state"].items():
+                    scheduler: Any, step: int, losses: list[float], write: bool = True) -> None:
+    """Write the checkpoint of ``step`` over the previous one, atomically.
+
+    Every process must call this (gathering FSDP2 shards is collective); only ``write`` writes.
+    Parameters and optimizer state are keyed by parameter name (``torch.distributed.checkpoint``'s
+    state-dict API), so a checkpoint does not depend on how the model is sharded.
+    """
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_OPTIONS)
+    if not write:
+        return
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # not buffers (projector bases)
+    tensors = {f"param.{n}": t.detach().cpu().contiguous() for n, t in model_sd.items() if n in trainable}
+    for name, state in optim_sd["state"].items():
         for key, value in state.items():
             if not torch.is_tensor(value):
                 raise TypeError(f"optimizer state {key} is not a tensor")  # AdamW keeps only tensors
-            tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous()
+            tensors[f"optim.{name}.{key}"] = value.detach().cpu().contiguous()
     rng_tensors, rng = _rng_state()
     tensors.update(rng_tensors)
-    meta = {"step": step, "losses": losses, "digest": spec.digest, "param_groups": opt["param_groups"],
+    meta = {"step": step, "losses": losses, "digest": spec.digest, "param_groups": optim_sd["param_groups"],
             "scheduler": scheduler.state_dict(), "rng": rng}
 
     spec.folder.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +125,7 @@ def load_checkpoint(spec: CheckpointSpec, model: nn.Module, optimizer: torch.opt
                     scheduler: Any) -> Resumed | None:
     """Restore the state saved for ``spec`` into the live objects; ``None`` when there is none.
 
+    Every process reads the file and loads the full tensors (FSDP2 keeps its own shard of them).
     A checkpoint written for other inputs (another digest) is ignored; an unreadable one is an
     error (it is never silently replaced by a fresh start).
     """
@@ -125,26 +135,24 @@ def load_checkpoint(spec: CheckpointSpec, model: nn.Module, optimizer: torch.opt
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         with safe_open(str(folder / STATE), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (OSError, ValueError, SafetensorError) as e:
         raise ArtifactError(f"checkpoint {folder} is unreadable ({e}); delete it to start the stage over") from None
     if meta.get("digest") != spec.digest:
         return None
 
-    params = _trainable(model)
-    saved = {k.removeprefix("param."): v for k, v in tensors.items() if k.startswith("param.")}
-    if set(saved) != set(params):
+    model_sd = {k.removeprefix("param."): v for k, v in tensors.items() if k.startswith("param.")}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(model_sd) != trainable:
         raise ArtifactError(f"checkpoint {folder} holds other trainable parameters than this stage's model")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(saved[name])
-    state: dict[int, dict[str, torch.Tensor]] = {}
+    state: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
+            name, _, field = key.removeprefix("optim.").rpartition(".")
+            state.setdefault(name, {})[field] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]  # JSON has no tuples
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict={"state": state, "param_groups": groups},
+                   options=StateDictOptions(full_state_dict=True, ignore_frozen_params=True, strict=False))
     scheduler.load_state_dict(meta["scheduler"])
     _set_rng_state({k: v for k, v in tensors.items() if k.startswith("rng.")}, meta["rng"])
     return Resumed(step=int(meta["step"]), losses=[float(x) for x in meta["losses"]])

@@ -74,6 +74,10 @@ class TrainConfig:
     max_grad_norm: float = documented(1.0, "gradient-norm clip (0 turns it off)")
     weight_decay: float = documented(0.0, "AdamW weight decay on parameters that allow it (never on z)")
     log_every: int = documented(1, "optimizer steps between two lines of metrics.jsonl")
+    sharding: Literal["none", "fsdp2"] = documented(
+        "none", "with several processes: none = data parallel (DDP); fsdp2 = every decoder layer sharded with "
+        "torch's fully_shard (any device; accelerate's own FSDP plugin works too on GPUs)"
+    )
     checkpoint_every: int = documented(
         50, "optimizer steps between two checkpoints (<run>/checkpoints/), from which a killed run resumes; 0: none"
     )

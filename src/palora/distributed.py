@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.distributed as dist
 from accelerate import PartialState
+from torch import nn
 
 from .linalg import SVD, default_device, thin_svd
 from .targets import Target, weight_matrix
@@ -35,6 +36,28 @@ def world_size() -> int:
 
 def barrier() -> None:
     process_state().wait_for_everyone()
+
+
+def fully_shard_layers(model: nn.Module) -> nn.Module:
+    """FSDP2: shard every decoder layer, then the rest of the model, over all processes.
+
+    Decoder layers are the modules whose class a transformers model names in its
+    ``_no_split_modules``. The orthogonal projection keeps working: it is a parametrization
+    evaluated in the forward pass, on the gathered parameters, not a gradient hook.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    state = process_state()
+    mesh = init_device_mesh(state.device.type, (state.num_processes,))
+    layer_classes: set[str] = set()
+    for module in model.modules():
+        layer_classes.update(getattr(module, "_no_split_modules", None) or [])
+    for module in list(model.modules()):
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
 
 
 def split_svd(targets: Iterable[Target], device: torch.device | str | None = None) -> Iterator[tuple[Target, SVD]]:

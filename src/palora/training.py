@@ -14,14 +14,17 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.tensor import DTensor
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -29,6 +32,7 @@ from transformers import get_scheduler
 from .checkpoint import CheckpointSpec, last_step, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import TrainCollator, batches
+from .distributed import fully_shard_layers
 from .errors import PaloraError
 
 
@@ -60,6 +64,8 @@ class TrainResult:
     wall_time_s: float
     trainable_parameters: int
     losses: list[float] = field(default_factory=list)
+    #: the parameters are FSDP2 shards: read the trained values with :func:`full_trainable_state`
+    sharded: bool = False
 
 
 def train(
@@ -81,16 +87,22 @@ def train(
     """
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     n_trainable = count_trainable(model)
+    own_fsdp = cfg.sharding == "fsdp2" and acc.num_processes > 1
+    if own_fsdp:  # before the optimizer exists: its parameters become the shards
+        fully_shard_layers(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     warmup = int(round(cfg.warmup_ratio * cfg.steps))
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.steps)
-    model, optimizer = acc.prepare(model, optimizer)  # the scheduler steps once per optimizer step
+    if not own_fsdp:  # DDP, or accelerate's FSDP plugin; the scheduler steps once per optimizer step
+        model, optimizer = acc.prepare(model, optimizer)
+    sharded = own_fsdp or acc.distributed_type == DistributedType.FSDP
+    module = acc.unwrap_model(model)  # parameter names as in the model handed in
     model.train()
 
     first, losses = 1, []
     if checkpoint is not None:
-        resumed = load_checkpoint(checkpoint, acc.unwrap_model(model), optimizer, scheduler)
+        resumed = load_checkpoint(checkpoint, module, optimizer, scheduler)
         if resumed is not None:
             first, losses = resumed.step + 1, resumed.losses
             if metrics_path and acc.is_main_process:
@@ -112,7 +124,8 @@ def train(
                 shard = group[rank::world] or group[:1]
                 batch = {k: v.to(acc.device) for k, v in collator(shard).items()}
                 # gradients are all-reduced once per optimizer step, on the last micro-batch
-                sync = acc.no_sync(model) if micro < cfg.grad_accum - 1 else nullcontext()
+                last_micro = micro == cfg.grad_accum - 1
+                sync = nullcontext() if (last_micro or own_fsdp) else acc.no_sync(model)
                 with sync, parametrize.cached():  # each projection computed once per micro-batch
                     loss = model(**batch).loss
                     if world > 1:  # the global batch's token mean, whatever each shard's token count
@@ -125,15 +138,17 @@ def train(
                 raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; "
                                   f"{_kept(checkpoint)}lower the learning rate")
             grad_norm = None
-            if cfg.max_grad_norm > 0:
+            if cfg.max_grad_norm > 0 and own_fsdp:  # DTensor gradients: torch computes the global norm
+                grad_norm = _full(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+            elif cfg.max_grad_norm > 0:
                 grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss)
-            if (checkpoint is not None and checkpoint.every and step % checkpoint.every == 0
-                    and step < cfg.steps and acc.is_main_process):
-                save_checkpoint(checkpoint, acc.unwrap_model(model), optimizer, scheduler, step, losses)
+            if checkpoint is not None and checkpoint.every and step % checkpoint.every == 0 and step < cfg.steps:
+                # every rank takes part (gathering shards is collective); the main process writes
+                save_checkpoint(checkpoint, module, optimizer, scheduler, step, losses, write=acc.is_main_process)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
             if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -158,7 +173,18 @@ def train(
         if log is not None:
             log.close()
     model.eval()
-    return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses)
+    return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses, sharded)
+
+
+def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained parameters by name, as full CPU tensors on every rank (collective under FSDP2)."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, ignore_frozen_params=True))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}  # not buffers (projector bases)
+    return {name: _full(t).detach().cpu() for name, t in state.items() if name in trainable}
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def _token_weight(acc: Accelerator, labels: torch.Tensor, world: int) -> float:

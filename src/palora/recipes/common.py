@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from ..artifacts import RunDir, write_json
 from ..config import RunConfig
 from ..errors import ConfigError
@@ -30,6 +33,14 @@ def record_stage(rd: RunDir, cfg: RunConfig, key: str, info: dict[str, Any]) -> 
     stages = read_stages(rd)
     stages[key] = {**info, **stamp(rd, cfg, key)}
     write_json(rd.stages, stages)
+
+
+def load_trained(model: nn.Module, trained: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy trained parameters (by name) into a freshly built, unsharded copy of the trained model."""
+    result = model.load_state_dict(trained, strict=False)
+    if result.unexpected_keys:
+        raise RuntimeError(f"trained parameters without a place in the rebuilt model: {result.unexpected_keys[:3]}")
+    return model
 
 
 def ensure_dir(path: Path) -> Path:

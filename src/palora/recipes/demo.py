@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ..artifacts import RunDir
 from ..config import RunConfig
+from ..distributed import barrier, is_main
 from .common import record_stage
 from .data import run_data
-from ..distributed import barrier, is_main
 from .pipeline import run_all
 from .run_state import is_done, say_done
 

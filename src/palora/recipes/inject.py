@@ -15,16 +15,16 @@ from transformers import set_seed
 from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
-from ..distributed import barrier, is_main
 from ..data import TrainCollator, load_train, tokenize_train
+from ..distributed import barrier, is_main, world_size
 from ..errors import ArtifactError
 from ..linalg import iter_svd
 from ..models import load_model, load_tokenizer
 from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
 from ..subspace import Subspace
 from ..targets import find_targets
-from ..training import train
-from .common import record_stage, require, target_fingerprint
+from ..training import full_trainable_state, train
+from .common import load_trained, record_stage, require, target_fingerprint
 from .run_state import digest, is_done, read_stages, say_done
 
 
@@ -75,10 +75,16 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
                        stage=key, metrics_path=rd.metrics, progress=progress,
                        checkpoint=CheckpointSpec(rd.checkpoint(key), cfg.inject.train.checkpoint_every,
                                                  digest(cfg, key)))
+        if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained adapter
+            trained = full_trainable_state(model)
+            expert = load_model(cfg.model, path=str(rd.expert_model))
+            targets = find_targets(expert, cfg.model.target_modules)
+            model = load_trained(add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
+                                          subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft), trained)
         bake_projections(model)
 
         info = {"trainable_parameters": result.trainable_parameters, "final_loss": result.final_loss,
-                "train_time_s": round(result.wall_time_s, 2)}
+                "train_time_s": round(result.wall_time_s, 2), "processes": world_size(), "sharded": result.sharded}
         if subspaces:
             ratios = [certificate(lora_delta(model, t.name), subspaces[t.name]) for t in targets]
             info["certificate_out"] = max(r[0] for r in ratios)  # max ‖U_Sᵀ ΔW‖ / ‖ΔW‖

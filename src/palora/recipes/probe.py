@@ -10,8 +10,8 @@ import torch
 from ..activation_probe import activation_subspaces
 from ..artifacts import RunDir, load_svf_expert, save_subspace, write_json
 from ..config import RunConfig
-from ..distributed import barrier, is_main
 from ..data import TrainCollator, batches, load_train, tokenize_train
+from ..distributed import barrier, is_main
 from ..errors import ArtifactError
 from ..models import load_model, load_model_and_tokenizer, load_tokenizer
 from ..probe import DATA_SCORES, SelectionRule, select_subspace

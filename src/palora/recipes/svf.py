@@ -9,12 +9,12 @@ from transformers import set_seed
 from ..artifacts import RunDir, atomic_path, save_svf_expert
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig
-from ..distributed import barrier, is_main, split_svd
 from ..data import TrainCollator, load_train, tokenize_train
-from ..models import load_model_and_tokenizer
+from ..distributed import barrier, is_main, split_svd, world_size
+from ..models import load_model, load_model_and_tokenizer
 from ..svf import add_svf, merge_svf, svf_state
-from ..training import train
-from .common import record_stage, require, target_fingerprint
+from ..training import full_trainable_state, train
+from .common import load_trained, record_stage, require, target_fingerprint
 from .run_state import digest, is_done, read_stages, say_done
 
 
@@ -36,6 +36,12 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
                    stage="svf", metrics_path=rd.metrics, progress=progress,
                    checkpoint=CheckpointSpec(rd.checkpoint("svf"), cfg.svf.train.checkpoint_every, digest(cfg, "svf")))
 
+    if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained scales
+        trained = full_trainable_state(model)
+        model = load_model(cfg.model)
+        add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=False,
+                decompose=split_svd)
+        load_trained(model, trained)
     state = svf_state(model)
     merge_svf(model)
     expert_fp = target_fingerprint(model, cfg)
@@ -43,6 +49,8 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         "wall_time_s": round(time.perf_counter() - start, 2),
         "train_time_s": round(result.wall_time_s, 2),
         "trainable_parameters": result.trainable_parameters,
+        "processes": world_size(),
+        "sharded": result.sharded,
         "final_loss": result.final_loss,
         "base_fingerprint": base_fp,
         "expert_fingerprint": expert_fp,

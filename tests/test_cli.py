@@ -65,7 +65,7 @@ def llama_run(tmp_path_factory, data) -> tuple[Path, Path]:
 
 CONTRACT_FILES = [
     "config.yaml", "svf_expert.safetensors", "subspace.safetensors", "expert_model/config.json",
-    "expert_model/model.safetensors", "report.json", "report.md", "metrics.jsonl",
+    "expert_model/model.safetensors", "report.json", "report.md", "README.md", "metrics.jsonl",
     *[f"methods/{m}/adapter/{f}" for m in METHODS for f in ("adapter_config.json", "adapter_model.safetensors")],
     *[f"methods/{m}/merged_model/{f}" for m in METHODS for f in ("config.json", "model.safetensors")],
 ]
@@ -81,6 +81,7 @@ def test_run_writes_every_contract_file(llama_run):
     assert set(CONTRACT_FILES) <= files, set(CONTRACT_FILES) - files
     assert list((out / "plots").glob("*.png"))
     assert not [f for f in files if Path(f).name.startswith(".")]  # no temporaries left over
+    assert not (out / "tensorboard").exists()  # TensorBoard only when asked (log.report_to)
 
 
 def test_svf_expert_and_subspace_files(llama_run):

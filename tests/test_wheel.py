@@ -57,7 +57,7 @@ def test_wheel_contents(wheel):
     assert not [n for n in names if n.startswith(("tests/", "examples/", "experiments/"))]
     assert "palora = palora.cli:main" in scripts
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
-    assert {"demo", "dev", "eval", "logging"} <= extras
+    assert {"demo", "dev", "eval", "logging", "tensorboard", "wandb"} <= extras
 
 
 @pytest.mark.wheel

@@ -4,7 +4,7 @@ Layout (DESIGN.md §2)::
 
     config.yaml  svf_expert.safetensors  subspace.safetensors  expert_model/
     methods/<method>/adapter/  methods/<method>/merged_model/
-    report.json  report.md  metrics.jsonl  plots/
+    report.json  report.md  README.md (model card)  metrics.jsonl  plots/  tensorboard/ (when asked)
 
 ``svf_expert.safetensors`` holds ``<name>.z`` and ``<name>.sigma``; ``subspace.safetensors`` holds
 ``<name>.indices`` (int64), ``<name>.U`` (m x k), ``<name>.V`` (n x k) and, for the soft projector,
@@ -62,6 +62,11 @@ class RunDir:
         return self.root / "report.md"
 
     @property
+    def model_card(self) -> Path:
+        """``README.md``: what was trained on what, the numbers, how to load it (Hugging Face model card)."""
+        return self.root / "README.md"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
 
@@ -89,6 +94,10 @@ class RunDir:
 
     def merged_model(self, name: str) -> Path:
         return self.method(name) / "merged_model"
+
+    def tensorboard(self, stage: str) -> Path:
+        """TensorBoard event files of ``stage``, one TensorBoard run per stage (``log.report_to``)."""
+        return self.root / "tensorboard" / stage.replace(":", "-")
 
     def checkpoint(self, stage: str) -> Path:
         """The training checkpoint of ``stage`` (``svf``, ``inject:<method>``)."""

@@ -194,6 +194,28 @@ class EvalConfig:
         check_value(self.lm_eval_batch_size > 0, "eval.lm_eval_batch_size", self.lm_eval_batch_size, "must be positive")
 
 
+#: where ``log.report_to`` can send the training curves besides ``metrics.jsonl``
+TRACKERS = ("tensorboard", "wandb")
+
+
+@dataclass
+class LogConfig:
+    report_to: list[str] = documented(
+        [], f"training curves also sent to: {', '.join(TRACKERS)} (metrics.jsonl is always written); "
+        "TensorBoard files go to <run>/tensorboard/<stage>/"
+    )
+    project: str = documented("palora", "W&B project")
+    run_name: str | None = documented(None, "W&B run name (default: the run directory's name)")
+
+    def __post_init__(self) -> None:
+        for name in self.report_to:
+            check_value(name in TRACKERS, "log.report_to", name, f"unknown tracker; known: {', '.join(TRACKERS)}")
+        check_value(len(set(self.report_to)) == len(self.report_to), "log.report_to", self.report_to, "repeated")
+        check_value(bool(self.project.strip()), "log.project", self.project, "must not be empty")
+        check_value(self.run_name is None or bool(self.run_name.strip()), "log.run_name", self.run_name,
+                    "must not be empty (or null for the run directory's name)")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the base model"})
@@ -202,6 +224,8 @@ class RunConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "stage 2: probe"})
     inject: InjectConfig = field(default_factory=InjectConfig, metadata={"help": "stage 3: injection"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    log: LogConfig = field(default_factory=LogConfig, metadata={
+        "help": "training curves: metrics.jsonl, TensorBoard, W&B (never part of a stage digest)"})
     data_gen: DataSpec = field(default_factory=DataSpec, metadata={"help": "the demo's data sets (palora data)"})
     out: str = documented("runs/palora", "run directory")
     seed: int = documented(0, "seed of every random choice (init, data order)")

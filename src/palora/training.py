@@ -3,21 +3,20 @@
 AdamW over the parameters with ``requires_grad``; parameters a module declares through
 ``no_decay_parameters()`` (the SVF scales ``z``) get no weight decay. Linear warm-up, then cosine,
 linear or constant decay; gradient accumulation; gradient-norm clipping; a progress bar; one
-JSON line per log step in ``metrics.jsonl`` and one fixed-format line on the console, on the
-main process only. With a :class:`~palora.checkpoint.CheckpointSpec` the loop saves its whole
-state every ``checkpoint_every`` steps and, when a checkpoint of the same inputs exists, continues
-from it (bitwise the uninterrupted run on CPU; see :mod:`palora.checkpoint`).
+record per log step to a :class:`~palora.metrics_log.MetricsLog` (``metrics.jsonl``, TensorBoard
+or W&B when asked) and one fixed-format line on the console, on the main process only. With a
+:class:`~palora.checkpoint.CheckpointSpec` the loop saves its whole state every
+``checkpoint_every`` steps and, when a checkpoint of the same inputs exists, continues from it
+(bitwise the uninterrupted run on CPU; see :mod:`palora.checkpoint`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -34,6 +33,7 @@ from .config import TrainConfig
 from .data import TrainCollator, batches
 from .distributed import fully_shard_layers
 from .errors import PaloraError
+from .metrics_log import MetricsLog
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -76,7 +76,7 @@ def train(
     *,
     seed: int,
     stage: str,
-    metrics_path: str | Path | None = None,
+    log: MetricsLog | None = None,
     progress: bool = True,
     accelerator: Accelerator | None = None,
     checkpoint: CheckpointSpec | None = None,
@@ -107,12 +107,12 @@ def train(
         resumed = load_checkpoint(checkpoint, module, optimizer, scheduler)
         if resumed is not None:
             first, losses = resumed.step + 1, resumed.losses
-            if metrics_path and acc.is_main_process:
-                _drop_logged_after(Path(metrics_path), stage, resumed.step)
     # each process sees its own shard of every global batch
     world, rank = acc.num_processes, acc.process_index
     stream = batches(list(items), cfg.batch_size * world, seed=seed, start_step=(first - 1) * cfg.grad_accum)
-    log = open(metrics_path, "a", encoding="utf-8") if (metrics_path and acc.is_main_process) else None
+    log = log if acc.is_main_process else None
+    if log is not None:  # what an interrupted attempt logged from step `first` on is forgotten
+        log.start(stage, first)
     bar = tqdm(total=cfg.steps, initial=first - 1, desc=stage, disable=not (progress and acc.is_main_process),
                unit="step")
     if first > 1:
@@ -163,8 +163,7 @@ def train(
                     "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
                     "time_s": round(now - start, 3),
                 }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                log.write(record)
                 bar.write(
                     f"{stage} step {step}/{cfg.steps}: loss {step_loss:.4f}, lr {record['lr']:.2e}, "
                     f"time {1000 * (now - last) / cfg.log_every:.0f}ms/step"
@@ -173,7 +172,7 @@ def train(
     finally:
         bar.close()
         if log is not None:
-            log.close()
+            log.finish()
     model.eval()
     return TrainResult(cfg.steps, losses[-1], time.perf_counter() - start, n_trainable, losses, sharded)
 
@@ -202,19 +201,3 @@ def _kept(checkpoint: CheckpointSpec | None) -> str:
     step = last_step(checkpoint.folder) if checkpoint is not None else None
     return "" if step is None else f"the last good checkpoint (step {step}) is kept in {checkpoint.folder}; "
 
-
-def _drop_logged_after(path: Path, stage: str, step: int) -> None:
-    """Forget the metrics lines a killed run logged after its last checkpoint (they come again)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by the kill
-        if not (record.get("stage") == stage and record.get("step", 0) > step):
-            kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(x + "\n" for x in kept), encoding="utf-8")
-    tmp.replace(path)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from peft import PeftModel
+from safetensors import safe_open
 
 from .. import lm_eval_bridge
 from ..artifacts import RunDir, atomic_path, check_adapter
@@ -15,10 +17,11 @@ from ..data import EvalExample, load_eval
 from ..distributed import barrier, is_main
 from ..errors import ArtifactError, FingerprintError
 from ..evaluation import EvalResult, evaluate, retention
-from ..models import load_model, load_model_and_tokenizer, load_tokenizer
+from ..model_card import DATA_ROLES, DataFile, model_card
+from ..models import hub_id, load_model, load_model_and_tokenizer, load_tokenizer
 from ..report import write_report
 from .common import ensure_dir, record_stage, require, target_fingerprint
-from .run_state import is_done, read_stages, say_done
+from .run_state import file_digest, is_done, read_stages, say_done
 
 
 @dataclass(frozen=True)
@@ -161,4 +164,24 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
         record["lm_eval_version"] = lm_tasks.version
     record_stage(rd, cfg, "eval", record)
     write_report(rd, rows, read_stages(rd), cfg, lm_eval=lm_scores if lm_tasks is not None else None)
+    write_model_card(cfg, rd, rows)
     return rows
+
+
+def write_model_card(cfg: RunConfig, rd: RunDir, rows: list[dict]) -> None:
+    """``README.md`` (:mod:`palora.model_card`), with the data files' line counts and sha256 and the
+    target matrices named in ``svf_expert.safetensors`` (its header only is read)."""
+    data = []
+    for key in DATA_ROLES:
+        path = getattr(cfg.data, key)
+        if path and Path(path).is_file():
+            with open(path, encoding="utf-8") as f:
+                lines = sum(1 for line in f if line.strip())
+            data.append(DataFile(key, path, lines, file_digest(path)))
+    targets = []
+    if rd.svf_expert.is_file():
+        with safe_open(str(rd.svf_expert), framework="pt") as f:
+            targets = [k.removesuffix(".z") for k in f.keys() if k.endswith(".z")]  # noqa: SIM118 - safe_open
+    text = model_card(cfg, rows, read_stages(rd), data, targets, hub_id(cfg.model.name))
+    with atomic_path(rd.model_card) as tmp:
+        tmp.write_text(text, encoding="utf-8")

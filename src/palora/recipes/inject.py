@@ -14,11 +14,12 @@ from transformers import set_seed
 
 from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
 from ..checkpoint import CheckpointSpec, discard_checkpoint
-from ..config import RunConfig
+from ..config import RunConfig, to_dict
 from ..data import TrainCollator, load_train, tokenize_train
 from ..distributed import barrier, is_main, world_size
 from ..errors import ArtifactError
 from ..linalg import iter_svd
+from ..metrics_log import MetricsLog
 from ..models import load_model, load_tokenizer
 from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
 from ..subspace import Subspace
@@ -49,6 +50,7 @@ def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subs
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     data_path = require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train")
     examples = load_train(data_path)
+    log = MetricsLog(rd.root, cfg.log, to_dict(cfg))  # a missing tracker package fails here, before training
     if not rd.expert_model.is_dir():
         raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
     tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
@@ -72,7 +74,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         model = add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
                          subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft)
         result = train(model, items, TrainCollator(tok.pad_token_id), cfg.inject.train, seed=cfg.seed,
-                       stage=key, metrics_path=rd.metrics, progress=progress,
+                       stage=key, log=log, progress=progress,
                        checkpoint=CheckpointSpec(rd.checkpoint(key), cfg.inject.train.checkpoint_every,
                                                  digest(cfg, key)))
         if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained adapter

@@ -146,18 +146,18 @@ def _outputs(rd: RunDir, key: str) -> list[Path]:
     if key == "data":
         return [rd.data]
     if key == "svf":
-        return [rd.svf_expert, rd.expert_model, rd.checkpoint("svf")]
+        return [rd.svf_expert, rd.expert_model, rd.checkpoint("svf"), rd.tensorboard("svf")]
     if key == "probe":
         return [rd.probe_stats, rd.subspace]
     if key.startswith("inject:"):
-        return [rd.method(key.removeprefix("inject:")), rd.checkpoint(key)]
+        return [rd.method(key.removeprefix("inject:")), rd.checkpoint(key), rd.tensorboard(key)]
     if key == "eval":
-        return [rd.report_json, rd.report_md, rd.plots, rd.evaluations]
+        return [rd.report_json, rd.report_md, rd.model_card, rd.plots, rd.evaluations]
     return []
 
 
 def discard(rd: RunDir, keys: list[str]) -> None:
-    """Remove the stages ``keys``: their files, checkpoints, records and metrics lines."""
+    """Remove the stages ``keys``: their files, checkpoints, records, metrics lines and TensorBoard runs."""
     if not keys:
         return
     for key in keys:

@@ -8,9 +8,10 @@ from transformers import set_seed
 
 from ..artifacts import RunDir, atomic_path, save_svf_expert
 from ..checkpoint import CheckpointSpec, discard_checkpoint
-from ..config import RunConfig
+from ..config import RunConfig, to_dict
 from ..data import TrainCollator, load_train, tokenize_train
 from ..distributed import barrier, is_main, split_svd, world_size
+from ..metrics_log import MetricsLog
 from ..models import load_model, load_model_and_tokenizer
 from ..svf import add_svf, merge_svf, svf_state
 from ..training import full_trainable_state, train
@@ -25,6 +26,7 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     start = time.perf_counter()
     set_seed(cfg.seed)
     data_path = require(cfg.data.skill_train, "data.skill_train", "--skill-train")
+    log = MetricsLog(rd.root, cfg.log, to_dict(cfg))  # a missing tracker package fails here, before training
     examples = load_train(data_path)
     model, tok = load_model_and_tokenizer(cfg.model)
     base_fp = target_fingerprint(model, cfg)
@@ -33,7 +35,7 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             decompose=split_svd)  # each rank decomposes its share of the matrices
     items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
     result = train(model, items, TrainCollator(tok.pad_token_id), cfg.svf.train, seed=cfg.seed,
-                   stage="svf", metrics_path=rd.metrics, progress=progress,
+                   stage="svf", log=log, progress=progress,
                    checkpoint=CheckpointSpec(rd.checkpoint("svf"), cfg.svf.train.checkpoint_every, digest(cfg, "svf")))
 
     if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained scales

@@ -97,8 +97,15 @@ def depends_on(cfg: RunConfig, key: str) -> list[str]:
     return []
 
 
+def _without_unset(tree: Any) -> Any:
+    """Drop keys whose value is ``None``: a new optional setting left unset keeps old digests valid."""
+    if isinstance(tree, dict):
+        return {k: _without_unset(v) for k, v in tree.items() if v is not None}
+    return tree
+
+
 def digest(cfg: RunConfig, key: str) -> str:
-    text = json.dumps(stage_inputs(cfg, key), sort_keys=True, default=str)
+    text = json.dumps(_without_unset(stage_inputs(cfg, key)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

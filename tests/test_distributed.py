@@ -53,6 +53,14 @@ def _torchrun(*args: str) -> list[str]:
             str(_free_port()), *args]
 
 
+def _accelerate(*args: str) -> list[str]:
+    # accelerate's --cpu flag starts a single process unless MPI is set up; --multi_gpu starts
+    # torchrun-style processes, which take the gloo backend on a machine without GPUs
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(_free_port()), *args]
+
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -65,13 +73,14 @@ def single(tmp_path_factory, data):  # noqa: F811
     return model, root / "one"
 
 
-@pytest.mark.parametrize("sharding", ["none", "fsdp2"])
-def test_two_processes_match_one_with_the_same_global_batch(single, data, tmp_path, sharding):  # noqa: F811
+@pytest.mark.parametrize(("launcher", "sharding"), [(_torchrun, "none"), (_torchrun, "fsdp2"), (_accelerate, "none")],
+                         ids=["torchrun-ddp", "torchrun-fsdp2", "accelerate-ddp"])
+def test_two_processes_match_one_with_the_same_global_batch(single, data, tmp_path, launcher, sharding):  # noqa: F811
     model, one = single
     two = tmp_path / "two"
     extra = ["--set", f"svf.train.sharding={sharding}", "--set", f"inject.train.sharding={sharding}",
              "--set", "svf.train.checkpoint_every=2", "--set", "inject.train.checkpoint_every=2"]
-    launched = subprocess.run(_torchrun(*_args(model, data, two, batch=4), *extra), env=ENV, capture_output=True,
+    launched = subprocess.run(launcher(*_args(model, data, two, batch=4), *extra), env=ENV, capture_output=True,
                               text=True)
     assert launched.returncode == 0, launched.stderr[-3000:]
 

@@ -15,7 +15,7 @@ from invariants import logits, rel_err
 from palora.config import TrainConfig
 from palora.data import TrainCollator
 from palora.linalg import SVD, thin_svd
-from palora.orthogonal import add_lora, bake_projections, certificate, lora_delta, lora_layer
+from palora.orthogonal import ProjectAway, add_lora, bake_projections, certificate, lora_delta, lora_layer
 from palora.subspace import Subspace
 from palora.svf import add_svf, merge_svf
 from palora.targets import Target, find_targets, weight_matrix
@@ -223,3 +223,28 @@ def test_certificate_holds_after_optimizer_step(family):
         A_raw = raw(lora_layer(b.model, t.name).lora_A["default"]).detach()
         V_S = b.subspaces[t.name].V
         assert torch.linalg.matrix_norm(A_raw @ V_S) > 1e-3
+
+
+def test_projections_computed_once_per_micro_batch():
+    """The training loop's ``parametrize.cached()``: one projection of A and of B per target and
+    micro-batch (forward and backward together), never per token; the loop's count is the same."""
+    b = build("llama", "both", random_lora=False)
+    calls = {"n": 0}
+
+    def count(*_):
+        calls["n"] += 1
+
+    projectors = [m for m in b.model.modules() if isinstance(m, ProjectAway)]
+    assert len(projectors) == 2 * len(b.targets)
+    for p in projectors:
+        p.register_forward_hook(count)
+    ids = torch.randint(3, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    with parametrize.cached():
+        b.model(input_ids=ids, labels=ids).loss.backward()
+    assert calls["n"] == len(projectors)
+
+    calls["n"] = 0
+    items = [{"input_ids": row.tolist(), "labels": row.tolist()} for row in ids]
+    cfg = TrainConfig(steps=3, batch_size=1, grad_accum=2, lr=1e-3, warmup_ratio=0.0)
+    train(b.model, items, TrainCollator(0), cfg, seed=0, stage="test", progress=False)
+    assert calls["n"] == 3 * 2 * len(projectors)

@@ -10,7 +10,18 @@ from transformers.pytorch_utils import Conv1D
 
 from invariants import IDS, logits, rel_err
 from palora.errors import ArtifactError
-from palora.svf import SVFLinear, add_svf, effective_scale, load_svf_state, merge_svf, svf_layers, svf_state
+from palora.linalg import thin_svd
+from palora.svf import (
+    SVFLinear,
+    add_svf,
+    effective_scale,
+    load_svf_state,
+    merge_svf,
+    svf_flops,
+    svf_layers,
+    svf_path,
+    svf_state,
+)
 from palora.targets import find_targets, weight_matrix
 from tiny import FAMILIES, make_tiny_model
 
@@ -152,3 +163,54 @@ def test_load_svf_state_refuses_mismatched_names(family):
     wrong_shape = dict(state, **{f"{first}.z": torch.ones(3)})
     with pytest.raises(ArtifactError, match="shape"):
         load_svf_state(b, wrong_shape)
+
+
+@pytest.mark.parametrize("parametrization", PARAMS)
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12)])
+def test_factored_and_recomposed_paths_agree(shape, parametrization):
+    """Both forms of the forward give the same y, ∂z and ∂x (float64, so only rounding differs)."""
+    m, n = shape
+    g = torch.Generator().manual_seed(4)
+    base = nn.Linear(n, m, bias=True).double()
+    with torch.no_grad():
+        base.weight.copy_(torch.randn(m, n, generator=g, dtype=torch.float64))
+    layer = SVFLinear(base, thin_svd(base.weight), parametrization)
+    assert layer.U.dtype == layer.V.dtype == torch.float64 and layer.sigma.dtype == torch.float32
+    with torch.no_grad():
+        layer.z.add_(0.3 * torch.randn(layer.z.shape, generator=g))
+    x = torch.randn(3, 5, n, generator=g, dtype=torch.float64)
+    results = {}
+    for path in ("factored", "recomposed"):
+        layer.path = path
+        xi = x.clone().requires_grad_(True)
+        layer.z.grad = None
+        y = layer(xi)
+        (y * torch.linspace(-1, 1, m, dtype=torch.float64)).sum().backward()
+        results[path] = (y.detach(), layer.z.grad.clone(), xi.grad.clone())
+    for a, b in zip(results["factored"], results["recomposed"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # both equal the merged weight applied densely
+    expected = x @ layer.merged_weight().double().T + base.bias.detach()
+    torch.testing.assert_close(results["factored"][0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_path_follows_the_flop_count():
+    """Inference on many tokens recomposes; training (∂x and ∂z) stays factored at every T."""
+    m, n, r = 14336, 4096, 4096  # a Llama-3.1-8B MLP matrix
+    assert svf_path(8192, m, n, r, grad_z=False, grad_x=False) == "factored"
+    assert svf_path(14337, m, n, r, grad_z=False, grad_x=False) == "recomposed"
+    assert svf_path(14336, m, n, r, grad_z=False, grad_x=False) == "factored"  # the tie
+    for tokens in (1, 8192, 10**7):
+        assert svf_path(tokens, m, n, r, grad_z=True, grad_x=True) == "factored"
+    factored, recomposed = svf_flops(8192, m, n, r, grad_z=True, grad_x=True)
+    assert factored == 4 * 8192 * r * (m + n) and recomposed == 4 * m * n * r + 6 * 8192 * m * n
+    # a 12 x 3 layer (r = 3): no grad, 2·T·3·15 > 2·36·3 + 2·T·36 from T = 13;
+    # training, 4·T·3·15 < 4·36·3 + 6·T·36 always
+    layer = SVFLinear(nn.Linear(3, 12), thin_svd(torch.randn(12, 3)), "linear")
+    many = torch.randn(1000, 3)
+    with torch.no_grad():
+        assert layer.choose_path(many) == "recomposed"
+        assert layer.choose_path(many[:12]) == "factored"
+    assert layer.choose_path(many.requires_grad_(True)) == "factored"
+    layer.path = "recomposed"
+    assert layer.choose_path(many) == "recomposed"

@@ -6,8 +6,11 @@ On the expert weight ``W_z`` (m x n) with protected bases ``U_S`` (m x k) and ``
 
 The projection is structural: ``A`` and ``B`` are re-parametrised with
 ``torch.nn.utils.parametrize`` so that every forward pass uses ``A' = A − (A V_S) V_Sᵀ`` and
-``B' = B − U_S (U_Sᵀ B)``, computed on the parameters (O(k·r·d), once per access, never per
-token), never by gradient hooks. With both sides, each protected triplet ``(u_i, σ_i s_i, v_i)``
+``B' = B − U_S (U_Sᵀ B)``, computed on the parameters (4·k·r·d flops, no d x d matrix), never per
+token, never by gradient hooks. Inside ``parametrize.cached()`` (the training loop wraps each
+micro-batch in it) each projection is computed once per forward/backward; outside it, once per
+access of ``.weight`` (peft's LoRA forward reads ``lora_A.weight`` twice: for its dtype, then
+in the matmul). With both sides, each protected triplet ``(u_i, σ_i s_i, v_i)``
 of ``W_z`` stays a singular triplet of ``W_z + ΔW``:
 ``(W_z + ΔW) v_i = σ_i s_i u_i`` and ``u_iᵀ (W_z + ΔW) = σ_i s_i v_iᵀ``.
 
@@ -43,6 +46,9 @@ class ProjectAway(nn.Module):
     def __init__(self, Q: torch.Tensor, w: torch.Tensor | None, rows: bool):
         super().__init__()
         self.rows = rows
+        # float32 whatever the model's dtype: a bf16 basis is orthonormal only to ~1e-3, which
+        # would be the certificate's floor. A Subspace's float32 tensors on the adapter's device
+        # are kept as they are (no copy); on another device, one copy is made there.
         self.register_buffer("Q", Q.float().contiguous())  # (d, k), orthonormal columns
         self.register_buffer("w", None if w is None else w.float().contiguous())  # (k,)
 
@@ -59,10 +65,12 @@ def add_lora(
     subspaces: dict[str, Subspace] | None = None,
     side: Side = "both",
     soft: bool = False,
+    task_type: str | None = "CAUSAL_LM",
 ) -> PeftModel:
     """Wrap ``model`` in a peft LoRA on ``targets``; with ``subspaces``, project it (orthogonal LoRA).
 
     Seed torch before calling: ``A`` is initialised by peft (Kaiming uniform), ``B = 0``.
+    ``task_type=None`` wraps any ``nn.Module`` (a plain ``PeftModel``), not only a causal LM.
     """
     config = LoraConfig(
         r=rank,
@@ -71,16 +79,18 @@ def add_lora(
         target_modules=[t.name for t in targets],
         fan_in_fan_out=any(t.transposed for t in targets),
         bias="none",
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     peft_model = get_peft_model(model, config)
     for name, sub in (subspaces or {}).items():
         layer = lora_layer(peft_model, name)
-        w = sub.weights if soft else None
+        A, B = layer.lora_A[ADAPTER_NAME], layer.lora_B[ADAPTER_NAME]
+        device = A.weight.device  # registering evaluates the projection once: the basis goes there first
+        w = sub.weights.to(device) if soft and sub.weights is not None else None
         if side in ("both", "in") and sub.V.shape[1] > 0:  # A is (r, n): remove its components along V_S
-            parametrize.register_parametrization(layer.lora_A[ADAPTER_NAME], "weight", ProjectAway(sub.V, w, rows=True))
+            parametrize.register_parametrization(A, "weight", ProjectAway(sub.V.to(device), w, rows=True))
         if side in ("both", "out") and sub.U.shape[1] > 0:  # B is (m, r): remove its components along U_S
-            parametrize.register_parametrization(layer.lora_B[ADAPTER_NAME], "weight", ProjectAway(sub.U, w, rows=False))
+            parametrize.register_parametrization(B, "weight", ProjectAway(sub.U.to(device), w, rows=False))
     return peft_model
 
 

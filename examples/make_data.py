@@ -48,7 +48,7 @@ def main(out: str) -> None:
                                     for r in arithmetic(random.Random(1), 800)])
     write(d / "skill_eval.jsonl", arithmetic(random.Random(2), 100))
     rng = random.Random(3)
-    names = rng.sample([f + l for f in FIRST for l in LAST], 40)
+    names = rng.sample([first + last for first in FIRST for last in LAST], 40)
     train, evals = [], []
     for name in names:
         for attr, values in (("city", CITIES), ("job", JOBS)):

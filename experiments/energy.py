@@ -30,7 +30,7 @@ from palora.svf import add_svf, effective_scale, load_svf_state, svf_layers
 def input_energy(model, items, collate, n_batches=16) -> dict[str, tuple[torch.Tensor, float]]:
     """Per SVF layer: E[(v_iᵀx)²] (r,) and E‖x‖², over non-padding tokens."""
     layers = svf_layers(model)
-    proj = {n: torch.zeros_like(l.sigma) for n, l in layers.items()}
+    proj = {n: torch.zeros_like(layer.sigma) for n, layer in layers.items()}
     total = defaultdict(float)
     mask = {}
 
@@ -41,7 +41,7 @@ def input_energy(model, items, collate, n_batches=16) -> dict[str, tuple[torch.T
             total[name] += float((x**2).sum())
         return fn
 
-    hs = [l.register_forward_hook(hook(n)) for n, l in layers.items()]
+    hs = [layer.register_forward_hook(hook(n)) for n, layer in layers.items()]
     tokens = 0
     with torch.no_grad():
         for b in itertools.islice(batches(items, 16, seed=0), n_batches):
@@ -71,8 +71,8 @@ def main() -> None:
             for name in ("skill", "knowledge")}
     energy = {name: input_energy(model, items, collate) for name, items in sets.items()}
     layers = svf_layers(model)
-    scores = {n: component_scores(effective_scale(l.z, l.sigma, meta["parametrization"]), l.sigma, "activation",
-                                  energy["skill"][n][0]) for n, l in layers.items()}
+    scores = {n: component_scores(effective_scale(layer.z, layer.sigma, meta["parametrization"]), layer.sigma, "activation",
+                                  energy["skill"][n][0]) for n, layer in layers.items()}
     chosen = select(scores, SelectionRule("fraction", fraction=args.fraction))
     out = defaultdict(lambda: defaultdict(list))
     for n in layers:

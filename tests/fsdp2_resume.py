@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tiny import make_tiny_model
 from torch.distributed.tensor import DTensor
 
 from palora.checkpoint import CheckpointSpec
@@ -24,6 +23,7 @@ from palora.orthogonal import add_lora, bake_projections, certificate, lora_delt
 from palora.subspace import Subspace
 from palora.targets import find_targets
 from palora.training import full_trainable_state, train
+from tiny import make_tiny_model
 
 
 def build():

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import save_tiny_checkpoint
 
 from palora.cli import main
 from palora.errors import DataError
+from tiny import save_tiny_checkpoint
 
 FAST = ["--set", "svf.train.steps=1", "--set", "svf.train.batch_size=2", "--set", "inject.train.steps=1",
         "--set", "inject.train.batch_size=2", "--set", "inject.rank=2", "--set", "eval.limit=2",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tiny import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

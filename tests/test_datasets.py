@@ -11,11 +11,18 @@ import pytest
 from palora.checkers import check_contains, check_numeric, normalize
 from palora.data import load_eval, load_train
 from palora.datasets import (
-    SKILL_TASKS, DataSpec, SkillTask, biography_splits, candidate_capitals, keep_known, make_people,
-    skill_splits, write_demo_data,
+    SKILL_TASKS,
+    DataSpec,
+    SkillTask,
+    biography_splits,
+    candidate_capitals,
+    keep_known,
+    known_facts,
+    make_people,
+    skill_splits,
+    write_demo_data,
 )
 from palora.datasets import biographies as bio
-from palora.datasets import known_facts
 from palora.datasets.writer import FILES
 from palora.errors import ConfigError, DataError
 from tiny import make_tiny_model

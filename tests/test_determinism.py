@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from test_cli import data, run_args  # noqa: F401  (the module-scoped data fixture)
-from tiny import save_tiny_checkpoint
 
 from palora.cli import main
+from test_cli import data, run_args  # noqa: F401  (the module-scoped data fixture)
+from tiny import save_tiny_checkpoint
 
 METRICS = ("name", "seed", "skill_accuracy", "knowledge_recall", "retention", "trainable_parameters",
            "n_skill", "n_knowledge")

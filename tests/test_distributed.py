@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from safetensors import safe_open
+
 from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 

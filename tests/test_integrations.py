@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from invariants import logits, rel_err
 from peft import PeftModel
-from tiny import make_tiny_model, save_tiny_checkpoint
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
+from invariants import logits, rel_err
 from palora.artifacts import check_adapter, load_subspace, load_svf_expert, save_subspace
 from palora.data import TrainCollator
 from palora.errors import ArtifactError, FingerprintError, ModelError, PaloraError
@@ -42,6 +41,7 @@ from palora.orthogonal import (
 from palora.probe import SelectionRule, select_subspace
 from palora.svf import add_svf, load_svf_state, merge_svf, svf_layers, svf_state
 from palora.targets import find_targets
+from tiny import make_tiny_model, save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = 1e-5
@@ -282,8 +282,9 @@ def test_trainer_checkpoints_resume_exactly(adapter, expert_and_subspace, tmp_pa
 def test_trl_sft_trainer_trains_svf_without_decaying_z(tmp_path):
     pytest.importorskip("trl")
     from datasets import Dataset
-    from tiny_tokenizer import make_tiny_tokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from tiny_tokenizer import make_tiny_tokenizer
 
     tok = make_tiny_tokenizer()
     model = prepare_svf(make_tiny_model("llama", vocab_size=len(tok)))

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import FAST, METHODS, assert_one_line_error, write_jsonl
-from tiny import save_tiny_checkpoint
 
 from palora.cli import main
+from test_cli import FAST, METHODS, assert_one_line_error, write_jsonl
+from tiny import save_tiny_checkpoint
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "examples" / "lm_eval_task"
 TASKS = ("palora_addition", "palora_addition_mc")

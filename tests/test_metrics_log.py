@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
-from tiny import make_tiny_model, save_tiny_checkpoint
 
 from palora.checkpoint import CheckpointSpec
 from palora.cli import main
@@ -23,6 +21,8 @@ from palora.metrics_log import MetricsLog, scalar_prefix
 from palora.recipes.run_state import digest
 from palora.svf import add_svf
 from palora.training import train
+from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
+from tiny import make_tiny_model, save_tiny_checkpoint
 
 STAGES = ("svf", "inject:palora", "inject:lora")
 

@@ -16,8 +16,6 @@ import torch
 import yaml
 from peft import PeftModel
 from safetensors.torch import load_file
-from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
-from tiny import save_tiny_checkpoint
 
 from palora import __version__
 from palora.cli import main
@@ -25,6 +23,8 @@ from palora.config import ModelConfig, RunConfig
 from palora.model_card import model_card
 from palora.models import hub_id
 from palora.report import markdown_table
+from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
+from tiny import save_tiny_checkpoint
 
 SECTIONS = ["## Base model", "## Data", "## SVF expert (stage 1)", "## Protected subspace (stage 2)",
             "## Knowledge injection (stage 3)", "## Results", "## Loading", "## Reproducing"]

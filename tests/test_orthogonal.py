@@ -154,7 +154,7 @@ def test_protected_triplets_survive(family):
         norm = torch.linalg.matrix_norm(W, ord=2)
         S = set(b.subspaces[t.name].indices.tolist())
 
-        def errors(i: int) -> tuple[float, float]:
+        def errors(i: int, svd=svd, s=s, W=W, norm=norm) -> tuple[float, float]:  # this iteration's values
             u, v, value = svd.U[:, i], svd.V[:, i], svd.S[i] * s[i]
             right = torch.linalg.vector_norm(W @ v - value * u) / norm
             left = torch.linalg.vector_norm(u @ W - value * v) / norm

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
-from tiny import make_tiny_model, save_tiny_checkpoint
 
 from palora.checkpoint import CheckpointSpec
 from palora.cli import main
@@ -31,6 +29,8 @@ from palora.subspace import Subspace
 from palora.svf import add_svf
 from palora.targets import find_targets
 from palora.training import train
+from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
+from tiny import make_tiny_model, save_tiny_checkpoint
 
 # ----------------------------------------------------------------------------- the loop itself
 

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import transformers
 import yaml
-from tiny import make_tiny_model, save_tiny_checkpoint
-from tiny_tokenizer import make_tiny_tokenizer
 
 import palora
 from palora.config import ModelConfig, RunConfig
 from palora.data import load_eval, load_train
 from palora.models import load_model, load_model_and_tokenizer
+from tiny import make_tiny_model, save_tiny_checkpoint
+from tiny_tokenizer import make_tiny_tokenizer
 
 SRC = Path(palora.__file__).parent
 SOURCES = sorted(SRC.rglob("*.py"))

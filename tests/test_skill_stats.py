@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-from tiny import make_tiny_model
 
 from palora.probe import component_scores
 from palora.skill_stats import activation_energy, fisher_information
 from palora.svf import add_svf, svf_layers
+from tiny import make_tiny_model
 
 
 def _batch(seed: int = 0, pad: int = 3) -> dict[str, torch.Tensor]:
@@ -51,14 +51,14 @@ def test_fisher_is_the_mean_squared_gradient_and_leaves_z_alone():
     model = make_tiny_model("gpt2")
     add_svf(model, "t2", progress=False)
     layers = svf_layers(model)
-    before = {n: l.z.detach().clone() for n, l in layers.items()}
+    before = {n: layer.z.detach().clone() for n, layer in layers.items()}
     batches = [_batch(0), _batch(1)]
     fisher = fisher_information(model, batches, progress=False)
     grads = []
     for b in batches:
         model.zero_grad()
         model(**b).loss.backward()
-        grads.append({n: l.z.grad.clone() for n, l in layers.items()})
+        grads.append({n: layer.z.grad.clone() for n, layer in layers.items()})
     for n, layer in layers.items():
         torch.testing.assert_close(fisher[n], (grads[0][n] ** 2 + grads[1][n] ** 2) / 2)
         assert torch.equal(layer.z, before[n])

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from palora.checkpoint import CheckpointSpec
 from palora.cli import main
@@ -22,7 +21,7 @@ from palora.recipes.run_state import digest
 from palora.svf import add_svf
 from palora.training import train
 from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
-from tiny import make_tiny_model, save_tiny_checkpoint
+from tiny import make_tiny_model, save_tiny_checkpoint, tiny_train_items
 
 STAGES = ("svf", "inject:palora", "inject:lora")
 
@@ -98,12 +97,7 @@ def test_default_run_writes_metrics_jsonl_only(tmp_path):
 
 
 def _items(n: int = 16) -> list[dict[str, list[int]]]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(3, 128, (10,), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": [-100] * 4 + ids[4:]})
-    return out
+    return tiny_train_items(n)
 
 
 def test_resumed_stage_logs_every_step_once(tmp_path):

@@ -30,18 +30,13 @@ from palora.svf import add_svf
 from palora.targets import find_targets
 from palora.training import train
 from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
-from tiny import make_tiny_model, save_tiny_checkpoint
+from tiny import make_tiny_model, save_tiny_checkpoint, tiny_train_items
 
 # ----------------------------------------------------------------------------- the loop itself
 
 
 def _items(n: int = 24) -> list[dict[str, list[int]]]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(3, 128, (10,), generator=g).tolist()
-        out.append({"input_ids": ids, "labels": [-100] * 4 + ids[4:]})
-    return out
+    return tiny_train_items(n)
 
 
 def _svf_model():

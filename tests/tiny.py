@@ -120,3 +120,13 @@ def save_tiny_checkpoint(directory: str | Path, family: str = "llama", seed: int
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def tiny_train_items(n: int, length: int = 10, prompt: int = 4, seed: int = 0) -> list[dict[str, list[int]]]:
+    """``n`` tokenised training items of random non-special ids, the first ``prompt`` tokens unlabelled."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(3, 128, (length,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [-100] * prompt + ids[prompt:]})
+    return out

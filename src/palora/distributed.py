@@ -17,7 +17,7 @@ import torch.distributed as dist
 from accelerate import PartialState
 from torch import nn
 
-from .linalg import SVD, default_device, thin_svd
+from .linalg import SVD, default_device, iter_svd, thin_svd
 from .targets import Target, weight_matrix
 
 
@@ -70,8 +70,7 @@ def split_svd(targets: Iterable[Target], device: torch.device | str | None = Non
     state = process_state()
     device = device if device is not None else default_device()
     if state.num_processes == 1:
-        for t in targets:
-            yield t, thin_svd(weight_matrix(t.module), device=device)
+        yield from iter_svd(targets, device)
         return
     rank, world = state.process_index, state.num_processes
     comm = state.device  # gloo needs CPU tensors, nccl CUDA ones: the process group's own device

@@ -8,11 +8,13 @@ keeps ``U_S = U[:, S]`` (m x k), ``V_S = V[:, S]`` (n x k) and optional soft wei
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 from .linalg import SVD
+from .targets import Target
 
 
 @dataclass
@@ -32,3 +34,20 @@ class Subspace:
         U = svd.U[:, idx.to(svd.U.device)].float().cpu().contiguous()
         V = svd.V[:, idx.to(svd.V.device)].float().cpu().contiguous()
         return cls(idx.contiguous(), U, V, None if weights is None else weights.float().cpu().contiguous())
+
+
+def stores_vectors(groups: dict[str, dict[str, torch.Tensor]]) -> bool:
+    """Whether a subspace file's groups (:func:`palora.artifacts.load_subspace`) hold U_S and V_S."""
+    return all("U" in g and "V" in g for g in groups.values())
+
+
+def from_groups(groups: dict[str, dict[str, torch.Tensor]],
+                svds: Iterable[tuple[Target, SVD]] | None = None) -> dict[str, Subspace]:
+    """The subspaces of a file's groups: its stored vectors or, for a file of indices only, the
+    columns of ``svds`` (the decomposition of the base weights the file was probed on)."""
+    if stores_vectors(groups):
+        return {n: Subspace(g["indices"], g["U"], g["V"], g.get("weights")) for n, g in groups.items()}
+    if svds is None:
+        raise ValueError("the subspace stores indices only: pass the decomposition of its base weights")
+    return {t.name: Subspace.from_svd(svd, groups[t.name]["indices"], groups[t.name].get("weights"))
+            for t, svd in svds}

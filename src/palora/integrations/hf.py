@@ -52,7 +52,7 @@ from ..artifacts import RunDir, atomic_path, load_subspace, save_svf_expert, sta
 from ..errors import ArtifactError, FingerprintError, ModelError, PaloraError
 from ..linalg import fingerprint, iter_svd
 from ..orthogonal import Side, add_lora, projected_modules, projected_state_dict
-from ..subspace import Subspace
+from ..subspace import from_groups, stores_vectors
 from ..svf import Parametrization, add_svf, svf_layers, svf_state
 from ..targets import Target, set_weight_matrix
 from ..training import param_groups
@@ -107,11 +107,10 @@ def prepare_orthogonal_lora(
             f"subspace {subspace_path} was made for other weights (expert {meta.get('expert_fingerprint')}, "
             f"base {meta.get('base_fingerprint')}; this model has {found}): load the model it was probed on"
         )
-    if all("U" in g and "V" in g for g in grouped.values()):
-        subspaces = {n: Subspace(g["indices"], g["U"], g["V"], g.get("weights")) for n, g in grouped.items()}
+    if stores_vectors(grouped):
+        subspaces = from_groups(grouped)
     elif found == meta.get("base_fingerprint"):  # indices only: the vectors are this model's own
-        subspaces = {t.name: Subspace.from_svd(svd, grouped[t.name]["indices"], grouped[t.name].get("weights"))
-                     for t, svd in iter_svd(targets)}
+        subspaces = from_groups(grouped, iter_svd(targets))
     else:
         raise ArtifactError(f"subspace {subspace_path} stores indices only: load its base model, not the expert")
     peft_model = add_lora(model, targets, rank, alpha, dropout, subspaces=subspaces, side=side, soft=soft)

@@ -22,7 +22,7 @@ from ..linalg import iter_svd
 from ..metrics_log import MetricsLog
 from ..models import load_model, load_tokenizer
 from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
-from ..subspace import Subspace
+from ..subspace import Subspace, from_groups, stores_vectors
 from ..targets import find_targets
 from ..training import full_trainable_state, train
 from .common import load_trained, record_stage, require, target_fingerprint
@@ -37,14 +37,13 @@ def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subs
             f"subspace {rd.subspace} was made for another expert (expert_fingerprint "
             f"{meta.get('expert_fingerprint')}, {rd.expert_model} has {expert_fp})"
         )
-    if all("U" in g and "V" in g for g in grouped.values()):
-        return {n: Subspace(g["indices"], g["U"], g["V"], g.get("weights")) for n, g in grouped.items()}
+    if stores_vectors(grouped):
+        return from_groups(grouped)
     # indices only: recompute U_S, V_S from the base weights, which must be the ones probed
     base = load_model(cfg.model)
     if target_fingerprint(base, cfg) != meta.get("base_fingerprint"):
         raise ArtifactError(f"subspace {rd.subspace} stores indices only, and {cfg.model.name} is not its base model")
-    return {t.name: Subspace.from_svd(svd, grouped[t.name]["indices"], grouped[t.name].get("weights"))
-            for t, svd in iter_svd(find_targets(base, cfg.model.target_modules))}
+    return from_groups(grouped, iter_svd(find_targets(base, cfg.model.target_modules)))
 
 
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:

@@ -29,6 +29,7 @@ from ..artifacts import RunDir, write_json
 from ..checkpoint import discard_checkpoint
 from ..config import RunConfig, TrainConfig, load_yaml, to_dict
 from ..errors import ConfigError
+from ..metrics_log import drop_logged_from
 
 #: training settings that change how a stage is logged or checkpointed, not what it computes
 _BOOKKEEPING = ("log_every", "checkpoint_every")
@@ -174,22 +175,9 @@ def discard(rd: RunDir, keys: list[str]) -> None:
             elif path.exists():
                 path.unlink()
         discard_checkpoint(rd.checkpoint(key))
+        drop_logged_from(rd.metrics, key, 1)  # every step of the stage
     stages = {k: v for k, v in read_stages(rd).items() if k not in keys}
     write_json(rd.stages, stages)
-    if rd.metrics.is_file():
-        kept = [line for line in rd.metrics.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _stage_of(line) not in keys]
-        write_text = "".join(x + "\n" for x in kept)
-        tmp = rd.metrics.with_name(f".{rd.metrics.name}.tmp")
-        tmp.write_text(write_text, encoding="utf-8")
-        tmp.replace(rd.metrics)
-
-
-def _stage_of(line: str) -> str | None:
-    try:
-        return json.loads(line).get("stage")
-    except ValueError:
-        return None
 
 
 #: what atomic_path (tempfile.mkdtemp(prefix=".<name>.")) leaves behind when a process is killed

@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from memory_model import Matrix, injection_state_bytes, svf_state_bytes
-from memprobe import MemProbe
 from palora.linalg import SVD, thin_svd
+from palora.memory import MemProbe
 from palora.orthogonal import add_lora
 from palora.subspace import Subspace
 from palora.svf import SVFLinear, svf_path

@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from generation import build_merged, eval_throughput_row, merged_generation_row, precomputed
-from memprobe import make_resident
 from palora.artifacts import save_subspace
 from palora.config import ModelConfig
 from palora.linalg import SVD, fingerprint, thin_svd
+from palora.memory import make_resident
 from palora.models import load_model_and_tokenizer
 from palora.orthogonal import add_lora
 from palora.subspace import Subspace

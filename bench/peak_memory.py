@@ -18,10 +18,10 @@ import torch
 from torch.nn.utils import parametrize
 
 from memory_model import Matrix, injection_state_bytes, svf_state_bytes
-from memprobe import MemProbe, make_resident
 from palora.artifacts import load_subspace
 from palora.config import ModelConfig
 from palora.linalg import iter_svd
+from palora.memory import MemProbe, make_resident
 from palora.models import load_model
 from palora.orthogonal import add_lora
 from palora.subspace import Subspace

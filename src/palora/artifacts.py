@@ -213,8 +213,14 @@ def load_svf_expert(path: str | Path, base_fingerprint: str | None) -> tuple[dic
 def save_subspace(
     path: str | Path, subspaces: dict[str, Subspace], base_fingerprint: str, expert_fingerprint: str,
     rule: str, score: str, store_vectors: bool = True, basis: str = "singular",
+    experts: list[dict[str, str]] | None = None, combine: str | None = None,
 ) -> None:
-    """``basis="activation"`` subspaces are not singular components of W: their vectors are always stored."""
+    """``basis="activation"`` subspaces are not singular components of W: their vectors are always stored.
+
+    ``experts`` (a combined probe): one record per expert that went in (its run, fingerprints,
+    skill data), kept as JSON in the header under ``experts``, with the rule that united them
+    under ``combine``.
+    """
     store_vectors = store_vectors or basis != "singular"
     tensors: dict[str, torch.Tensor] = {}
     for name, s in subspaces.items():
@@ -233,6 +239,8 @@ def save_subspace(
         "basis": basis,
         "store_vectors": str(store_vectors).lower(),
     }
+    if experts is not None:
+        meta.update(experts=json.dumps(experts), combine=combine or "union")
     _save_tensors(Path(path), tensors, meta)
 
 
@@ -251,6 +259,8 @@ def load_subspace(path: str | Path, base_fingerprint: str | None) -> tuple[dict[
 # ----------------------------------------------------------------------------- adapters
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: the files of a peft adapter folder that define it
+ADAPTER_FILES = ("adapter_config.json", ADAPTER_WEIGHTS)
 
 
 def stamp_adapter(adapter_dir: str | Path, base_fingerprint: str, expert_fingerprint: str, method: str) -> None:

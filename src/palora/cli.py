@@ -32,7 +32,26 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "--seed": ("seed", "N", "seed of every random choice"),
     "--lm-eval": ("eval.lm_eval_tasks", "TASKS", "comma-separated lm-evaluation-harness tasks also run on every "
                   "model, e.g. gsm8k,arc_challenge (pip install 'palora-llm[eval]')"),
+    "--objective": ("svf.objective", "NAME", "SVF expert objective: sft (next-token loss) or reinforce "
+                    "(policy gradient with the checker's +1/-1 reward, Transformer²)"),
+    "--extra-runs": ("probe.extra_runs", "DIRS", "comma-separated run directories of other SVF experts of the same "
+                     "base model, protected together with this run's (probe.combine: union or weighted)"),
+    "--protect-adapter": ("inject.protect_adapter", "DIR", "an earlier round's adapter for this expert: start from it "
+                          "merged and keep the new update off its column and row spaces"),
 }
+
+#: (verb, flag) -> what the flag means for that verb, where it differs from FLAGS
+VERB_FLAGS: dict[tuple[str, str], tuple[str, str, str]] = {
+    ("compare", "--methods"): ("compare.methods", "LIST", "comma-separated methods to compare (default: all): "
+                               "svf,lora,pissa,corda-kpm,milora,olora-penalty,palora,palora-in,palora-out,"
+                               "palora-soft,protect-top,protect-random,act-protect,full-mlp"),
+}
+
+
+def flag_spec(verb: str, flag: str) -> tuple[str, str, str]:
+    """``(dotted config key, metavar, help)`` of ``flag`` for ``verb``."""
+    return VERB_FLAGS.get((verb, flag), FLAGS[flag])
+
 
 VERBS: dict[str, tuple[str, list[str]]] = {
     "data": ("write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, "
@@ -45,17 +64,24 @@ VERBS: dict[str, tuple[str, list[str]]] = {
             ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
              "--methods", "--seed", "--lm-eval"]),
     "svf": ("stage 1: train the SVF expert on the skill data (svf_expert.safetensors, expert_model/)",
-            ["--model", "--skill-train", "--out", "--seed"]),
+            ["--model", "--skill-train", "--out", "--seed", "--objective"]),
     "probe": ("stage 2: pick the protected singular components from the expert (subspace.safetensors)",
-              ["--out"]),
+              ["--out", "--extra-runs"]),
     "inject": ("stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
-               ["--knowledge-train", "--methods", "--out", "--seed"]),
+               ["--knowledge-train", "--methods", "--out", "--seed", "--protect-adapter"]),
     "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",
              ["--skill-eval", "--knowledge-eval", "--out", "--lm-eval"]),
+    "compare": ("every baseline and ablation (lora, pissa, corda-kpm, milora, olora-penalty, palora variants, "
+                "protect-top/random, act-protect, full-mlp) on the same SVF experts and budget: learning rate per "
+                "method chosen on the validation splits, several seeds, a protected-budget sweep; compare.md, "
+                "compare.json, plots/tradeoff.png, plots/budget.png. Default: palora/configs/compare.yaml on the "
+                "demo's data (--config replaces it); --out defaults to runs/compare; rerun to continue",
+                ["--model", "--out", "--methods"]),
 }
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
+COMPARE_CONFIG = SHIPPED_CONFIGS / "compare.yaml"
 
 
 def config_path(name: str) -> Path:
@@ -106,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(verb, help=help_text, description=help_text, epilog=EXAMPLE + "\n" + keys,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         for flag in flags:
-            key, metavar, h = FLAGS[flag]
+            key, metavar, h = flag_spec(verb, flag)
             p.add_argument(flag, dest=key, metavar=metavar, help=f"{h} [{key}]", type=int if flag == "--seed" else str)
         shipped = ", ".join(sorted(c.stem for c in SHIPPED_CONFIGS.glob("*.yaml")))
         p.add_argument("--config", metavar="FILE",
@@ -124,22 +150,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _recipe(verb: str) -> Callable[..., Any]:
     # imported lazily so that `palora --help` is fast
-    from .recipes import data, demo, evaluate, inject, pipeline, probe, svf
+    from .recipes import compare, data, demo, evaluate, inject, pipeline, probe, svf
 
-    return {"data": data.run_data, "demo": demo.run_demo, "run": pipeline.run_all, "svf": svf.run_svf, "probe": probe.run_probe,
-            "inject": inject.run_inject, "eval": evaluate.run_eval}[verb]
+    return {"data": data.run_data, "demo": demo.run_demo, "run": pipeline.run_all, "svf": svf.run_svf,
+            "probe": probe.run_probe, "inject": inject.run_inject, "eval": evaluate.run_eval,
+            "compare": compare.run_compare}[verb]
 
 
 def configure(args: argparse.Namespace) -> RunConfig:
-    flags = {FLAGS[f][0]: getattr(args, FLAGS[f][0], None) for f in VERBS[args.verb][1]}
+    keys = [flag_spec(args.verb, f)[0] for f in VERBS[args.verb][1]]
+    flags = {key: getattr(args, key, None) for key in keys}
     config_file = config_path(args.config) if args.config else None
-    if args.verb == "demo":
+    if args.verb == "compare" and config_file is None:  # the shipped comparison on the demo's data
+        from .recipes.compare import DATA_FILES
+
+        config_file = COMPARE_CONFIG
+        flags["out"] = flags.get("out") or "runs/compare"
+        flags.update({key: str(Path(flags["out"]) / "data" / name) for key, name in DATA_FILES.items()})
+    elif args.verb == "compare":
+        flags["out"] = flags.get("out") or "runs/compare"
+    elif args.verb == "demo":
         from .recipes.demo import DATA_FILES
 
         config_file = config_file or DEMO_CONFIG
         flags["out"] = flags.get("out") or "runs/demo"
         flags.update({key: str(Path(flags["out"]) / "data" / name) for key, name in DATA_FILES.items()})
-    elif config_file is None and args.verb not in ("run", "data"):
+    elif config_file is None and args.verb not in ("run", "data", "compare"):
         # a stage verb continues the run found in --out (or the default run directory)
         out = flags.get("out") or RunConfig().out
         existing = Path(out) / "config.yaml"
@@ -188,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             wrote = True
         barrier()
         result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)
-        if args.verb in ("run", "eval", "demo") and main_process:
+        if args.verb == "compare" and main_process:
+            print((rd.root / "compare.md").read_text(encoding="utf-8"))
+            print(f"comparison directory: {rd.root} (compare.md, compare.json, compare.jsonl, plots/)")
+        elif args.verb in ("run", "eval", "demo") and main_process:
             from .report import markdown_table, stage_times
 
             print(markdown_table(result))

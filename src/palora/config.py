@@ -50,6 +50,12 @@ class DataConfig:
     known_eval: str | None = documented(
         None, "optional JSONL {prompt, answer} of facts the base model already knows (old-fact retention)"
     )
+    skill_val: str | None = documented(
+        None, "JSONL {prompt, answer}: validation split of the skill (palora compare chooses learning rates on it)"
+    )
+    knowledge_val: str | None = documented(
+        None, "JSONL {prompt, answer}: validation split of the facts (palora compare chooses learning rates on it)"
+    )
     chat_template: bool = documented(False, "wrap prompts in the tokenizer's chat template when it has one")
     max_length: int = documented(256, "longest training sequence in tokens (longer ones are cut)")
     skill_checker: Literal["numeric", "exact", "contains"] = documented(
@@ -95,6 +101,34 @@ class TrainConfig:
 
 
 @dataclass
+class ReinforceConfig(TrainConfig):
+    """``svf.objective=reinforce``: the training settings (Transformer²'s defaults: Adam at lr 2e-3,
+    gradient-norm clip 1e-3, constant rate) and the sampling of the answers (:mod:`palora.reinforce`).
+    ``batch_size`` counts prompts; each step scores ``batch_size * samples_per_prompt`` answers."""
+
+    batch_size: int = documented(16, "prompts per micro-batch and process (each sampled samples_per_prompt times)")
+    lr: float = documented(2e-3, "peak learning rate (Transformer²: 2e-3)")
+    warmup_ratio: float = documented(0.0, "fraction of the steps with a linear warm-up")
+    schedule: Literal["cosine", "linear", "constant"] = documented("constant", "decay after warm-up")
+    max_grad_norm: float = documented(1e-3, "gradient-norm clip (Transformer²: 1e-3; 0 turns it off)")
+    samples_per_prompt: int = documented(4, "answers sampled per prompt at every step")
+    temperature: float = documented(1.0, "sampling temperature; the log-probabilities are those of the sampled policy")
+    max_new_tokens: int = documented(16, "longest sampled answer in tokens")
+    kl_coeff: float = documented(0.0, "weight of KL(base || expert) on the answer tokens (0: no penalty)")
+    reward_norm: bool = documented(False, "normalise the rewards of a micro-batch to mean 0, std 1 (Transformer²'s rw_norm)")
+    token_reduction: Literal["sum", "mean"] = documented(
+        "sum", "log-probability of an answer: sum over its tokens (Transformer²) or mean"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_value(self.samples_per_prompt > 0, "samples_per_prompt", self.samples_per_prompt, "must be positive")
+        check_value(self.temperature > 0, "temperature", self.temperature, "must be positive")
+        check_value(self.max_new_tokens > 0, "max_new_tokens", self.max_new_tokens, "must be positive")
+        check_value(self.kl_coeff >= 0, "kl_coeff", self.kl_coeff, "must be >= 0")
+
+
+@dataclass
 class SVFConfig:
     parametrization: Literal["linear", "t2"] = documented(
         "linear", "linear: s = z; t2: s = sigmoid(z) * sum(sigma) / sum(sigma * sigmoid(z))"
@@ -102,7 +136,14 @@ class SVFConfig:
     t2_init: float = documented(0.1, "initial z of the t2 parametrization (any constant is the identity)")
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-2),
-        metadata={"help": "optimisation of the SVF expert"},
+        metadata={"help": "optimisation of the SVF expert (objective sft)"},
+    )
+    objective: Literal["sft", "reinforce"] = documented(
+        "sft", "sft: next-token loss on the skill's completions (svf.train); reinforce: policy gradient with a "
+        "+1/-1 reward from data.skill_checker on sampled answers (svf.reinforce)"
+    )
+    reinforce: ReinforceConfig = field(
+        default_factory=ReinforceConfig, metadata={"help": "objective reinforce: optimisation and sampling"}
     )
 
 
@@ -130,9 +171,31 @@ class ProbeConfig:
     threshold: float = documented(0.05, "rule=threshold: protect components whose score exceeds it")
     energy: float = documented(0.5, "rule=energy: share of the total score the protected set holds")
     store_vectors: bool = documented(True, "store U_S and V_S in subspace.safetensors (else indices only)")
+    extra_runs: list[str] = documented(
+        [], "run directories of other SVF experts on the same base model (each probed with its own "
+        "data.skill_train from its config.yaml), protected together with this run's expert"
+    )
+    combine: Literal["union", "weighted"] = documented(
+        "union", "with extra_runs: union = every expert's own selection, united (singular: the union of the "
+        "index sets; activation: the span of all bases, orthonormalised); weighted = the same, with one "
+        "probe's budget split among the experts by combine_weights"
+    )
+    combine_weights: list[float] | None = documented(
+        None, "combine=weighted: budget share of each expert, this run's first, then extra_runs in order "
+        "(normalised to sum 1; null: equal shares)"
+    )
 
     def __post_init__(self) -> None:
         check_value(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
+        check_value(len(set(self.extra_runs)) == len(self.extra_runs), "probe.extra_runs", self.extra_runs, "repeated")
+        w = self.combine_weights
+        if w is not None:
+            check_value(all(x >= 0 for x in w) and sum(w) > 0, "probe.combine_weights", w,
+                        "must be >= 0 with a positive sum")
+            check_value(len(w) == len(self.extra_runs) + 1, "probe.combine_weights", w,
+                        f"needs one weight per expert: this run's and {len(self.extra_runs)} in probe.extra_runs")
+        check_value(not (self.combine == "weighted" and self.rule == "threshold"), "probe.combine", self.combine,
+                    "a threshold rule has no budget to split: use rule fraction, global, topk or energy")
         check_value(self.k >= 0, "probe.k", self.k, "must be >= 0")
         check_value(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
         check_value(self.stat_batches > 0, "probe.stat_batches", self.stat_batches, "must be positive")
@@ -153,6 +216,14 @@ class InjectConfig:
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-3),
         metadata={"help": "optimisation of the injection (same budget for every method)"},
     )
+    protect_adapter: str | None = documented(
+        None, "folder of an earlier round's peft adapter for expert_model/ (methods/<method>/adapter): every "
+        "method starts from the expert with it merged, and its update avoids that adapter's spaces"
+    )
+    protect_adapter_side: Literal["both", "in", "out", "none"] = documented(
+        "both", "with protect_adapter: the update avoids the earlier update's column space (out), row space (in), "
+        "both, or none (start from it merged, unprotected: the ablation)"
+    )
 
     def __post_init__(self) -> None:
         check_value(self.rank > 0, "inject.rank", self.rank, "must be positive")
@@ -162,6 +233,8 @@ class InjectConfig:
         for m in self.methods:
             check_value(m in INJECTION_METHODS, "inject.methods", m, f"unknown method; known: {', '.join(INJECTION_METHODS)}")
         check_value(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
+        check_value(not (self.soft and self.protect_adapter), "inject.soft", self.soft,
+                    "the soft projector has no weights for an earlier adapter's spaces: unset inject.protect_adapter")
 
 
 @dataclass
@@ -192,6 +265,51 @@ class EvalConfig:
         check_value(self.lm_eval_num_fewshot is None or self.lm_eval_num_fewshot >= 0, "eval.lm_eval_num_fewshot",
                     self.lm_eval_num_fewshot, "must be >= 0 (or null for the task's own)")
         check_value(self.lm_eval_batch_size > 0, "eval.lm_eval_batch_size", self.lm_eval_batch_size, "must be positive")
+
+
+#: the methods ``palora compare`` runs (palora.methods.registry describes each)
+COMPARE_METHODS = (
+    "svf", "lora", "pissa", "corda-kpm", "milora", "olora-penalty", "palora", "palora-in", "palora-out",
+    "palora-soft", "protect-top", "protect-random", "act-protect", "full-mlp",
+)
+
+
+@dataclass
+class CompareConfig:
+    methods: list[str] = documented(
+        list(COMPARE_METHODS), f"methods compared under one budget: {', '.join(COMPARE_METHODS)}"
+    )
+    seeds: list[int] = documented([0, 1, 2], "seeds; each has its own SVF expert, and every method runs on it")
+    lr_grid: list[float] = documented(
+        [1e-3, 3e-3], "learning rates tried for every adapter method on the first seed (validation splits)"
+    )
+    full_lr_grid: list[float] = documented([3e-5, 1e-4], "learning rates tried for full-mlp")
+    select: Literal["balanced", "recall"] = documented(
+        "balanced", "how the learning rate is chosen on validation: balanced = highest (retention + recall) / 2; "
+        "recall = highest new-fact recall"
+    )
+    penalty_weight: float = documented(0.1, "olora-penalty: lambda of lambda * (|A V_S|^2 + |U_S^T B|^2)")
+    budget_fractions: list[float] = documented(
+        [0.1, 0.25, 0.5, 0.75], "budget sweep: shares of the components protected per matrix (0 is lora)"
+    )
+    budget_methods: list[str] = documented(
+        ["palora", "protect-top", "protect-random"], "methods of the budget sweep (at their chosen learning rate)"
+    )
+    budget_seeds: list[int] = documented([0], "seeds of the budget sweep")
+
+    def __post_init__(self) -> None:
+        for key, names in (("compare.methods", self.methods), ("compare.budget_methods", self.budget_methods)):
+            for m in names:
+                check_value(m in COMPARE_METHODS, key, m, f"unknown method; known: {', '.join(COMPARE_METHODS)}")
+            check_value(len(set(names)) == len(names), key, names, "repeated")
+        check_value(len(self.methods) > 0, "compare.methods", self.methods, "name at least one method")
+        check_value(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "compare.seeds", self.seeds,
+                    "name at least one seed, each once")
+        for key, grid in (("compare.lr_grid", self.lr_grid), ("compare.full_lr_grid", self.full_lr_grid)):
+            check_value(len(grid) > 0 and all(lr > 0 for lr in grid), key, grid, "name at least one positive rate")
+        check_value(self.penalty_weight >= 0, "compare.penalty_weight", self.penalty_weight, "must be >= 0")
+        check_value(all(0 <= f <= 1 for f in self.budget_fractions), "compare.budget_fractions",
+                    self.budget_fractions, "must be in [0, 1]")
 
 
 #: where ``log.report_to`` can send the training curves besides ``metrics.jsonl``
@@ -227,6 +345,8 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig, metadata={
         "help": "training curves: metrics.jsonl, TensorBoard, W&B (never part of a stage digest)"})
     data_gen: DataSpec = field(default_factory=DataSpec, metadata={"help": "the demo's data sets (palora data)"})
+    compare: CompareConfig = field(default_factory=CompareConfig, metadata={
+        "help": "palora compare: every baseline and ablation under one budget (never part of a stage digest)"})
     out: str = documented("runs/palora", "run directory")
     seed: int = documented(0, "seed of every random choice (init, data order)")
     save_merged: bool = documented(True, "write methods/<method>/merged_model/ (large for big models)")

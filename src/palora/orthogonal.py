@@ -24,7 +24,7 @@ adapter is then a standard peft LoRA adapter that plain peft loads on the expert
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -56,6 +56,24 @@ class ProjectAway(nn.Module):
         return remove_component(X, self.Q, self.w, rows=self.rows)
 
 
+def lora_config(
+    targets: list[Target], rank: int, alpha: float, dropout: float = 0.0, task_type: str | None = "CAUSAL_LM",
+    **init: Any,
+) -> LoraConfig:
+    """The peft ``LoraConfig`` of every LoRA palora builds; ``init`` passes peft's initialisation
+    options (``init_lora_weights="pissa"``, ``corda_config=...``) for the baselines."""
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=[t.name for t in targets],
+        fan_in_fan_out=any(t.transposed for t in targets),
+        bias="none",
+        task_type=task_type,
+        **init,
+    )
+
+
 def add_lora(
     model: nn.Module,
     targets: list[Target],
@@ -72,16 +90,7 @@ def add_lora(
     Seed torch before calling: ``A`` is initialised by peft (Kaiming uniform), ``B = 0``.
     ``task_type=None`` wraps any ``nn.Module`` (a plain ``PeftModel``), not only a causal LM.
     """
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=alpha,
-        lora_dropout=dropout,
-        target_modules=[t.name for t in targets],
-        fan_in_fan_out=any(t.transposed for t in targets),
-        bias="none",
-        task_type=task_type,
-    )
-    peft_model = get_peft_model(model, config)
+    peft_model = get_peft_model(model, lora_config(targets, rank, alpha, dropout, task_type))
     for name, sub in (subspaces or {}).items():
         layer = lora_layer(peft_model, name)
         A, B = layer.lora_A[ADAPTER_NAME], layer.lora_B[ADAPTER_NAME]

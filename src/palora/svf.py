@@ -20,7 +20,8 @@ Each forward pass takes whichever of two exact forms costs fewer flops (:func:`s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -101,6 +102,8 @@ class SVFLinear(nn.Module):
         self.parametrization: Parametrization = parametrization
         #: ``None``: choose per call by :func:`svf_path`; ``"factored"``/``"recomposed"``: always that form
         self.path: SVFPath | None = None
+        #: ``True`` inside :func:`identity_scales`: ``s = 1``, the layer computes with the base weight
+        self.identity = False
         dtype = base_layer.weight.dtype
         device = base_layer.weight.device
         # dtypes, deliberately:
@@ -124,6 +127,8 @@ class SVFLinear(nn.Module):
         return [self.z]
 
     def scale(self) -> torch.Tensor:
+        if self.identity:
+            return torch.ones_like(self.sigma)
         return effective_scale(self.z, self.sigma, self.parametrization)
 
     def choose_path(self, x: torch.Tensor) -> SVFPath:
@@ -177,6 +182,21 @@ def add_svf(
 
 def svf_layers(model: nn.Module) -> dict[str, SVFLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SVFLinear)}
+
+
+@contextmanager
+def identity_scales(model: nn.Module) -> Iterator[None]:
+    """Inside the block every SVF layer of ``model`` uses ``s = 1``: ``W = U diag(σ) Vᵀ``, the base
+    weight (up to the SVD's rounding), whatever ``z`` holds. The base model without a second copy,
+    e.g. for the KL penalty of :mod:`palora.reinforce`; ``z`` receives no gradient in the block."""
+    layers = list(svf_layers(model).values())
+    for layer in layers:
+        layer.identity = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.identity = False
 
 
 @torch.no_grad()

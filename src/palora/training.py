@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -53,6 +54,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+#: ``loss_fn(model, batch) -> (loss, stats)``: the scalar to minimise on a collated micro-batch and
+#: extra numbers to log (averaged over the micro-batches of a step), e.g. :mod:`palora.reinforce`'s
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+
+
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -80,10 +86,16 @@ def train(
     progress: bool = True,
     accelerator: Accelerator | None = None,
     checkpoint: CheckpointSpec | None = None,
+    regularizer: Callable[[], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of ``model`` on tokenised ``items`` for ``cfg.steps`` steps.
 
-    The loss is the model's mean next-token cross-entropy over the labelled tokens of a batch.
+    The loss is the model's mean next-token cross-entropy over the labelled tokens of a batch,
+    plus ``regularizer()`` when given (a penalty on the parameters, added once per micro-batch;
+    the logged loss is the cross-entropy alone, the penalty is logged as ``penalty``).
+    ``loss_fn`` replaces the cross-entropy by another objective on ``collator(items)``; its
+    stats join the log records.
     """
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     n_trainable = count_trainable(model)
@@ -120,23 +132,28 @@ def train(
     start = last = time.perf_counter()
     try:
         for step in range(first, cfg.steps + 1):
-            step_loss = 0.0
+            step_loss, step_penalty, step_stats = 0.0, 0.0, {}
             for micro in range(cfg.grad_accum):
                 group = next(stream)
                 shard = group[rank::world] or group[:1]
-                batch = {k: v.to(acc.device) for k, v in collator(shard).items()}
+                batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in collator(shard).items()}
                 # gradients are all-reduced once per optimizer step, on the last micro-batch
                 last_micro = micro == cfg.grad_accum - 1
                 sync = nullcontext() if (last_micro or own_fsdp) else acc.no_sync(model)
                 with sync, parametrize.cached():  # each projection computed once per micro-batch
-                    loss = model(**batch).loss
-                    if world > 1:  # the global batch's token mean, whatever each shard's token count
+                    loss, stats = loss_fn(model, batch) if loss_fn is not None else (model(**batch).loss, {})
+                    if world > 1 and loss_fn is None:  # the global batch's token mean, whatever each shard's token count
                         loss = loss * _token_weight(acc, batch["labels"], world)
-                    acc.backward(loss / cfg.grad_accum)
+                    penalty = regularizer() if regularizer is not None else None
+                    acc.backward((loss if penalty is None else loss + penalty) / cfg.grad_accum)
+                if penalty is not None:
+                    step_penalty += float(penalty.detach()) / cfg.grad_accum
                 if world > 1:
                     loss = acc.reduce(loss.detach(), reduction="mean")
                 step_loss += float(loss.detach()) / cfg.grad_accum
-            if not math.isfinite(step_loss):  # before the update: the weights stay the last good ones
+                for k, v in stats.items():
+                    step_stats[k] = step_stats.get(k, 0.0) + v / cfg.grad_accum
+            if not math.isfinite(step_loss + step_penalty):  # before the update: the weights stay the last good ones
                 raise PaloraError(f"{stage}: the loss became {step_loss} at step {step}; "
                                   f"{_kept(checkpoint)}lower the learning rate")
             grad_norm = None
@@ -161,6 +178,8 @@ def train(
                     "loss": round(step_loss, 6),
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+                    **({"penalty": round(step_penalty, 6)} if regularizer is not None else {}),
+                    **{k: round(v, 6) for k, v in step_stats.items()},
                     "time_s": round(now - start, 3),
                 }
                 log.write(record)

@@ -57,6 +57,11 @@ SKILL_TASKS: dict[str, SkillTask] = {
     "basic_arithmetic_3x1": _arith("basic_arithmetic", 3, (1, 1), "basic_arithmetic, 3 terms, +/-, 1 digit"),
     "chain_sum_2": _arith("chain_sum", 2, (1, 2), "chain_sum, 2 terms, 1-2 digits"),
     "chain_sum_3": _arith("chain_sum", 3, (1, 2), "chain_sum, 3 terms, 1-2 digits"),
+    # skills of another kind than arithmetic, e.g. for a second expert (probe.extra_runs)
+    "letter_counting": SkillTask("letter_counting", {"min_words": 3, "max_words": 5}, "numeric",
+                                 "letter_counting, how often a letter occurs in 3-5 words"),
+    "leg_counting": SkillTask("leg_counting", {"min_animals": 2, "max_animals": 3, "max_instances": 3}, "numeric",
+                              "leg_counting, the legs of 2-3 kinds of animals"),
 }
 
 

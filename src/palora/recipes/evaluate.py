@@ -21,6 +21,7 @@ from ..model_card import DATA_ROLES, DataFile, model_card
 from ..models import hub_id, load_model, load_model_and_tokenizer, load_tokenizer
 from ..report import write_report
 from .common import ensure_dir, record_stage, require, target_fingerprint
+from .inject import start_model
 from .run_state import file_digest, is_done, read_stages, say_done
 
 
@@ -62,8 +63,8 @@ def check_run(cfg: RunConfig, rd: RunDir, methods: list[str]) -> None:
             raise ArtifactError(
                 f"method {m} has neither {rd.merged_model(m)} nor {rd.adapter(m)}: run `palora inject` first"
             )
-    if adapters:
-        expert_fp = target_fingerprint(load_model(cfg.model, path=str(rd.expert_model)), cfg)
+    if adapters:  # made for the model the injection started from (with an earlier round merged, if any)
+        expert_fp = target_fingerprint(start_model(cfg, rd).model, cfg)
         for m in adapters:
             check_adapter(rd.adapter(m), expert_fp)
 
@@ -80,12 +81,12 @@ def _check_base(cfg: RunConfig, rd: RunDir, model, stages: dict) -> None:
 
 
 def _load_method(cfg: RunConfig, rd: RunDir, method: str):
-    """The merged model of ``method``, or the expert with its adapter merged (checked by :func:`check_run`)."""
+    """The merged model of ``method``, or the model its injection started from (the expert, with
+    ``inject.protect_adapter`` merged when set) with its adapter merged (checked by :func:`check_run`)."""
     merged = rd.merged_model(method)
     if merged.is_dir():
         return load_model(cfg.model, path=str(merged))
-    expert = load_model(cfg.model, path=str(rd.expert_model))
-    return PeftModel.from_pretrained(expert, str(rd.adapter(method))).merge_and_unload()
+    return PeftModel.from_pretrained(start_model(cfg, rd).model, str(rd.adapter(method))).merge_and_unload()
 
 
 def _save_outputs(rd: RunDir, name: str, kind: str, examples, result: EvalResult) -> None:

@@ -3,16 +3,25 @@
 Every method starts from the same expert, the same seed and the same budget (rank, alpha, steps,
 batch, learning rate). ``lora`` is plain peft LoRA; ``palora`` is the same LoRA with ``A`` and
 ``B`` projected away from the protected subspace (:mod:`palora.orthogonal`).
+
+With ``inject.protect_adapter`` (a second round of facts) every method starts from the expert
+with that earlier adapter merged, and its update is also kept away from the earlier update's
+column and row spaces (:mod:`palora.adapter_protection`), united with the skill's subspace for
+``palora``; ``inject.protect_adapter_side=none`` starts from the same model unprotected.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
+from peft import PeftModel
+from torch import nn
 from transformers import set_seed
 
-from ..artifacts import RunDir, atomic_path, load_subspace, stamp_adapter
+from ..adapter_protection import UpdateSpaces, adapter_certificate, adapter_spaces, protected_spaces
+from ..artifacts import RunDir, atomic_path, check_adapter, load_subspace, stamp_adapter
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig, to_dict
 from ..data import TrainCollator, load_train, tokenize_train
@@ -23,7 +32,7 @@ from ..metrics_log import MetricsLog
 from ..models import load_model, load_tokenizer
 from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
 from ..subspace import Subspace, from_groups, stores_vectors
-from ..targets import find_targets
+from ..targets import Target, find_targets
 from ..training import full_trainable_state, train
 from .common import load_trained, record_stage, require, target_fingerprint
 from .run_state import digest, is_done, read_stages, say_done
@@ -46,6 +55,39 @@ def load_protected(cfg: RunConfig, rd: RunDir, expert_fp: str) -> dict[str, Subs
     return from_groups(grouped, iter_svd(find_targets(base, cfg.model.target_modules)))
 
 
+@dataclass
+class Start:
+    """The model an injection starts from: the expert, with ``inject.protect_adapter`` merged."""
+
+    model: nn.Module
+    expert_fingerprint: str  # of expert_model/ (what the probe's subspace and the adapter were made for)
+    earlier: dict[str, UpdateSpaces] | None  # the merged adapter's column and row spaces, per target
+
+
+def start_model(cfg: RunConfig, rd: RunDir) -> Start:
+    """``expert_model/``, and the earlier round's adapter merged into it when ``inject.protect_adapter``
+    names one (refused unless it was trained on this very expert)."""
+    expert = load_model(cfg.model, path=str(rd.expert_model))
+    expert_fp = target_fingerprint(expert, cfg)
+    if not cfg.inject.protect_adapter:
+        return Start(expert, expert_fp, None)
+    check_adapter(cfg.inject.protect_adapter, expert_fp)
+    earlier = PeftModel.from_pretrained(expert, cfg.inject.protect_adapter)
+    spaces = adapter_spaces(earlier)
+    return Start(earlier.merge_and_unload(), expert_fp, spaces)
+
+
+def protection(cfg: RunConfig, skill: dict[str, Subspace] | None, start: Start,
+               targets: list[Target]) -> tuple[dict[str, Subspace] | None, str]:
+    """The subspaces the method's LoRA is projected away from, and the side to apply them on."""
+    side = cfg.inject.protect_adapter_side
+    if start.earlier is None or side == "none":
+        return skill, cfg.inject.side
+    united = {t.name: protected_spaces(None if skill is None else skill[t.name], start.earlier.get(t.name), t.shape,
+                                       cfg.inject.side, side) for t in targets}
+    return united, "both"
+
+
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     data_path = require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train")
     examples = load_train(data_path)
@@ -64,24 +106,26 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             continue
         start = time.perf_counter()
         set_seed(cfg.seed)
-        expert = load_model(cfg.model, path=str(rd.expert_model))
+        origin = start_model(cfg, rd)
+        expert = origin.model
         targets = find_targets(expert, cfg.model.target_modules)
-        expert_fp = target_fingerprint(expert, cfg)
-        subspaces = load_protected(cfg, rd, expert_fp) if method == "palora" else None
+        expert_fp = target_fingerprint(expert, cfg)  # of the start: the expert, or the expert + an earlier round
+        skill = load_protected(cfg, rd, origin.expert_fingerprint) if method == "palora" else None
+        subspaces, side = protection(cfg, skill, origin, targets)
 
         torch.manual_seed(cfg.seed)  # the same A initialisation for every method
         model = add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
-                         subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft)
+                         subspaces=subspaces, side=side, soft=cfg.inject.soft)
         result = train(model, items, TrainCollator(tok.pad_token_id), cfg.inject.train, seed=cfg.seed,
                        stage=key, log=log, progress=progress,
                        checkpoint=CheckpointSpec(rd.checkpoint(key), cfg.inject.train.checkpoint_every,
                                                  digest(cfg, key)))
         if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained adapter
             trained = full_trainable_state(model)
-            expert = load_model(cfg.model, path=str(rd.expert_model))
+            expert = start_model(cfg, rd).model
             targets = find_targets(expert, cfg.model.target_modules)
             model = load_trained(add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
-                                          subspaces=subspaces, side=cfg.inject.side, soft=cfg.inject.soft), trained)
+                                          subspaces=subspaces, side=side, soft=cfg.inject.soft), trained)
         bake_projections(model)
 
         info = {"trainable_parameters": result.trainable_parameters, "final_loss": result.final_loss,
@@ -90,6 +134,12 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             ratios = [certificate(lora_delta(model, t.name), subspaces[t.name]) for t in targets]
             info["certificate_out"] = max(r[0] for r in ratios)  # max ‖U_Sᵀ ΔW‖ / ‖ΔW‖
             info["certificate_in"] = max(r[1] for r in ratios)  # max ‖ΔW V_S‖ / ‖ΔW‖
+        if origin.earlier is not None:
+            info["protect_adapter"] = cfg.inject.protect_adapter
+            ratios = [adapter_certificate(lora_delta(model, t.name), origin.earlier[t.name])
+                      for t in targets if t.name in origin.earlier]
+            info["adapter_certificate_out"] = max(r[0] for r in ratios)  # max ‖U₁ᵀ ΔW₂‖ / ‖ΔW₂‖
+            info["adapter_certificate_in"] = max(r[1] for r in ratios)  # max ‖ΔW₂ V₁‖ / ‖ΔW₂‖
         if is_main():  # one writer; the other ranks wait until the files are there
             with atomic_path(rd.adapter(method), is_dir=True) as tmp:
                 model.save_pretrained(tmp)

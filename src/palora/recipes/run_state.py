@@ -25,9 +25,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import RunDir, write_json
+from ..artifacts import ADAPTER_FILES, RunDir, write_json
 from ..checkpoint import discard_checkpoint
-from ..config import RunConfig, TrainConfig, load_yaml, to_dict
+from ..config import RunConfig, TrainConfig, load, load_yaml, to_dict
 from ..errors import ConfigError
 from ..metrics_log import drop_logged_from
 
@@ -60,6 +60,50 @@ def _train(t: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(t).items() if k not in _BOOKKEEPING}
 
 
+def folder_digest(path: str | None, names: tuple[str, ...]) -> dict[str, str | None] | None:
+    """:func:`file_digest` of the files ``names`` in the folder ``path`` (``None`` when unset)."""
+    return None if not path else {n: file_digest(str(Path(path) / n)) for n in names}
+
+
+def _svf_inputs(cfg: RunConfig) -> dict[str, Any]:
+    """The SVF settings that shape the expert: the objective's own optimisation only, and no
+    ``objective`` key for ``sft`` (so a run made before the objective existed keeps its digest)."""
+    svf = {k: v for k, v in to_dict(cfg.svf).items() if k not in ("train", "objective", "reinforce")}
+    if cfg.svf.objective == "sft":
+        return {**svf, "train": _train(cfg.svf.train)}
+    return {**svf, "objective": cfg.svf.objective, "reinforce": _train(cfg.svf.reinforce),
+            "checker": cfg.data.skill_checker}
+
+
+def _extra_expert(run: str) -> dict[str, Any]:
+    """What another run's expert contributes to a combined probe: its scales and its skill data."""
+    root = Path(run)
+    skill_train = None
+    try:
+        skill_train = load(root / "config.yaml").data.skill_train
+    except ConfigError:  # a missing or broken config: the probe itself says so; the digest records its absence
+        pass
+    return {"run": str(root.resolve()), "svf_expert": file_digest(str(root / "svf_expert.safetensors")),
+            "skill_train": file_digest(skill_train)}
+
+
+def _probe_inputs(cfg: RunConfig) -> dict[str, Any]:
+    """Probe settings, and the other experts when there are some (none: the digest of old runs)."""
+    probe = to_dict(cfg.probe)
+    if not cfg.probe.extra_runs:
+        return {k: v for k, v in probe.items() if k not in ("extra_runs", "combine", "combine_weights")}
+    return {**probe, "extra_runs": [_extra_expert(r) for r in cfg.probe.extra_runs]}
+
+
+def _inject_inputs(cfg: RunConfig) -> dict[str, Any]:
+    inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "protect_adapter_side")}
+    inject["train"] = _train(cfg.inject.train)
+    if cfg.inject.protect_adapter:  # the earlier round's adapter, by its bytes, like a data file
+        inject["protect_adapter_side"] = cfg.inject.protect_adapter_side
+        inject["protect_adapter_files"] = folder_digest(cfg.inject.protect_adapter, ADAPTER_FILES)
+    return inject
+
+
 def stage_inputs(cfg: RunConfig, key: str) -> dict[str, Any]:
     """The settings and data a stage's result depends on."""
     d = cfg.data
@@ -67,15 +111,12 @@ def stage_inputs(cfg: RunConfig, key: str) -> dict[str, Any]:
     if key == "data":
         return {"data_gen": to_dict(cfg.data_gen), "model": to_dict(cfg.model)}
     if key == "svf":
-        svf = {**to_dict(cfg.svf), "train": _train(cfg.svf.train)}
         return {"model": to_dict(cfg.model), "seed": cfg.seed, "skill_train": file_digest(d.skill_train),
-                "svf": svf, **text}
+                "svf": _svf_inputs(cfg), **text}
     if key == "probe":
-        return {"probe": to_dict(cfg.probe), "skill_train": file_digest(d.skill_train), "seed": cfg.seed, **text}
+        return {"probe": _probe_inputs(cfg), "skill_train": file_digest(d.skill_train), "seed": cfg.seed, **text}
     if key.startswith("inject:"):
-        inject = {k: v for k, v in to_dict(cfg.inject).items() if k != "methods"}
-        inject["train"] = _train(cfg.inject.train)
-        return {"inject": inject, "knowledge_train": file_digest(d.knowledge_train), "seed": cfg.seed,
+        return {"inject": _inject_inputs(cfg), "knowledge_train": file_digest(d.knowledge_train), "seed": cfg.seed,
                 "save_merged": cfg.save_merged, **text}
     if key == "eval":
         files = {k: file_digest(getattr(d, k)) for k in ("skill_eval", "knowledge_eval", "known_eval")}

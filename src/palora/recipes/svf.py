@@ -1,4 +1,9 @@
-"""Stage 1: train the SVF expert on the skill data, save its scales and its merged model."""
+"""Stage 1: train the SVF expert on the skill data, save its scales and its merged model.
+
+``svf.objective=sft`` trains on the completions' next-token loss (``svf.train``);
+``reinforce`` by the policy gradient of :mod:`palora.reinforce` (``svf.reinforce``), on one
+process. Both go through the one training loop, checkpoints and resume included.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig, to_dict
 from ..data import TrainCollator, load_train, tokenize_train
 from ..distributed import barrier, is_main, split_svd, world_size
+from ..errors import ConfigError
 from ..metrics_log import MetricsLog
 from ..models import load_model, load_model_and_tokenizer
+from ..reinforce import PromptCollator, ReinforceObjective, prompt_items
 from ..svf import add_svf, merge_svf, svf_state
 from ..training import full_trainable_state, train
 from .common import load_trained, record_stage, require, target_fingerprint
@@ -33,10 +40,18 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
 
     add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress,
             decompose=split_svd)  # each rank decomposes its share of the matrices
-    items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
-    result = train(model, items, TrainCollator(tok.pad_token_id), cfg.svf.train, seed=cfg.seed,
-                   stage="svf", log=log, progress=progress,
-                   checkpoint=CheckpointSpec(rd.checkpoint("svf"), cfg.svf.train.checkpoint_every, digest(cfg, "svf")))
+    if cfg.svf.objective == "reinforce":
+        if world_size() > 1:
+            raise ConfigError("svf.objective=reinforce runs on one process (launch without accelerate/torchrun)")
+        items = prompt_items(examples, tok, cfg.data.chat_template, cfg.data.skill_checker)
+        collator, train_cfg = PromptCollator(tok.pad_token_id), cfg.svf.reinforce
+        loss_fn = ReinforceObjective(tok, cfg.svf.reinforce, cfg.data.skill_checker)
+    else:
+        items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
+        collator, train_cfg, loss_fn = TrainCollator(tok.pad_token_id), cfg.svf.train, None
+    result = train(model, items, collator, train_cfg, seed=cfg.seed, stage="svf", log=log, progress=progress,
+                   checkpoint=CheckpointSpec(rd.checkpoint("svf"), train_cfg.checkpoint_every, digest(cfg, "svf")),
+                   loss_fn=loss_fn)
 
     if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained scales
         trained = full_trainable_state(model)
@@ -53,6 +68,7 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         "trainable_parameters": result.trainable_parameters,
         "processes": world_size(),
         "sharded": result.sharded,
+        "objective": cfg.svf.objective,
         "final_loss": result.final_loss,
         "base_fingerprint": base_fp,
         "expert_fingerprint": expert_fp,

@@ -1,4 +1,4 @@
-"""Memory in use and its peak since a reset, the same way on CPU and on CUDA.
+"""Memory in use and its peak since a reset, the same way on CPU and on CUDA (benchmarks, palora compare).
 
 CPU: the process's resident set, ``VmRSS``, and its high-water mark ``VmHWM`` (both from
 ``/proc/self/status``); writing 5 to ``/proc/self/clear_refs`` resets the mark (Linux >= 4.0).

@@ -1,0 +1,177 @@
+"""The comparison's table and plots, from the rows ``palora compare`` writes (``compare.jsonl``).
+
+A row is one trained (or, for ``svf``, evaluated) method: ``seed``, ``method``, ``lr``,
+``fraction`` (the protected share; ``None`` = the probe's own), ``phase`` and per split
+(``val``, ``test``) the skill accuracy, new-fact recall and old-fact recall. The retention of a
+row is its skill accuracy over the ``svf`` row's (the expert) of the same seed and split.
+
+Across seeds the table gives ``mean ± std`` with the sample standard deviation
+(``std = √(Σ(x − x̄)² / (n − 1))``, ``None`` for one seed) and ``n``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .artifacts import atomic_path  # noqa: E402
+
+Row = dict[str, Any]
+
+
+def mean_std(values: Iterable[float]) -> tuple[float | None, float | None, int]:
+    """``(mean, sample std, n)``; std is ``None`` for fewer than two values, both for none."""
+    xs = [float(v) for v in values if v is not None]
+    n = len(xs)
+    if n == 0:
+        return None, None, 0
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None, n
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)), n
+
+
+def with_retention(rows: Sequence[Row]) -> list[Row]:
+    """Each row with ``retention`` per split: skill / the same seed's expert (``svf`` row) skill."""
+    expert = {(r["seed"], split): r[split]["skill"] for r in rows if r["method"] == "svf"
+              for split in ("val", "test") if r.get(split)}
+    out = []
+    for r in rows:
+        r = {**r}
+        for split in ("val", "test"):
+            if r.get(split):
+                e = expert.get((r["seed"], split))
+                r[split] = {**r[split], "retention": None if not e else r[split]["skill"] / e}
+        out.append(r)
+    return out
+
+
+def selection_score(split: dict[str, float], rule: str) -> float:
+    """The validation score a learning rate is chosen by: ``(retention + recall) / 2`` or recall.
+
+    Where the expert scores 0 (retention undefined) the skill accuracy stands in for retention.
+    """
+    if rule == "recall":
+        return split["recall"]
+    kept = split["retention"] if split.get("retention") is not None else split["skill"]
+    return (kept + split["recall"]) / 2
+
+
+def choose_lr(rows: Sequence[Row], method: str, seed: int, rule: str) -> float | None:
+    """The learning rate of ``method``'s best validation row on ``seed`` (protected share: the probe's);
+    ties go to the smaller rate. ``None`` until the seed's expert has its validation row."""
+    if not any(r["method"] == "svf" and r["seed"] == seed and r.get("val") for r in rows):
+        return None
+    grid = [r for r in rows if r["method"] == method and r["seed"] == seed and r["fraction"] is None
+            and r.get("val")]
+    if not grid:
+        return None
+    return max(grid, key=lambda r: (selection_score(r["val"], rule), -r["lr"]))["lr"]
+
+
+def summarize(rows: Sequence[Row], methods: Sequence[str], chosen: dict[str, float | None]) -> list[Row]:
+    """One line per method at its chosen learning rate (test split): mean, std and n over seeds."""
+    table = []
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m and r["fraction"] is None and r.get("test")
+                and (m == "svf" or r["lr"] == chosen.get(m))]
+        if not mine:
+            continue
+        line: Row = {"method": m, "lr": chosen.get(m), "seeds": sorted(r["seed"] for r in mine)}
+        for key in ("skill", "retention", "recall", "known"):
+            line[key] = mean_std(r["test"].get(key) for r in mine)
+        for key in ("trainable_parameters", "train_time_s", "peak_memory_mb"):
+            line[key] = mean_std(r.get(key) for r in mine)[0]
+        table.append(line)
+    return table
+
+
+def _pm(stat: tuple[float | None, float | None, int], scale: float = 100.0) -> str:
+    mean, std, _ = stat
+    if mean is None:
+        return "–"
+    return f"{scale * mean:.1f}" if std is None else f"{scale * mean:.1f} ± {scale * std:.1f}"
+
+
+def markdown(table: Sequence[Row]) -> str:
+    head = ("| method | lr | seeds | skill % | retention % | new-fact recall % | old-fact recall % | "
+            "trainable params | train s | peak MB |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for t in table:
+        lr = "–" if t["lr"] is None else f"{t['lr']:g}"
+        cost = [("–" if t[k] is None else f"{t[k]:,.0f}") for k in ("trainable_parameters", "train_time_s",
+                                                                    "peak_memory_mb")]
+        lines.append(f"| {t['method']} | {lr} | {len(t['seeds'])} | {_pm(t['skill'])} | {_pm(t['retention'])} | "
+                     f"{_pm(t['recall'])} | {_pm(t['known'])} | {' | '.join(cost)} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: float,
+                  chosen: dict[str, float | None]) -> dict[str, list[Row]]:
+    """Per method: test retention and recall (mean, std over seeds) against the protected share.
+
+    The probe's own share comes from the main rows; share 0 is plain LoRA at LoRA's chosen rate.
+    """
+    curves = {}
+    for m in methods:
+        points: dict[float, list[Row]] = {}
+        for r in rows:
+            if r.get("test") is None:
+                continue
+            if r["method"] == m and r["lr"] == chosen.get(m):
+                f = probe_fraction if r["fraction"] is None else r["fraction"]
+                points.setdefault(f, []).append(r)
+            elif r["method"] == "lora" and r["fraction"] is None and r["lr"] == chosen.get("lora"):
+                points.setdefault(0.0, []).append(r)
+        curves[m] = [{"fraction": f, "retention": mean_std(r["test"]["retention"] for r in rs),
+                      "recall": mean_std(r["test"]["recall"] for r in rs)} for f, rs in sorted(points.items())]
+    return curves
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
+    """Retention against new-fact recall, one point per method, error bars = std over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    for i, t in enumerate(table):
+        (x, xs, _), (y, ys, _) = t["recall"], t["retention"]
+        if x is None or y is None:
+            continue
+        ax.errorbar(x, y, xerr=xs or 0, yerr=ys or 0, fmt="o", capsize=3, color=f"C{i % 10}", label=t["method"])
+        ax.annotate(t["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("new-fact recall (test)")
+    ax.set_ylabel("skill retention (accuracy / expert's, test)")
+    ax.set_title("skill retention vs new-fact recall (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_budget(curves: dict[str, list[Row]], path: Path) -> None:
+    """Two panels: retention and recall against the share of components protected per matrix."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for i, (m, points) in enumerate(curves.items()):
+        if not points:
+            continue
+        for ax, key in zip(axes, ("retention", "recall")):
+            shown = [p for p in points if p[key][0] is not None]  # retention: undefined where the expert scores 0
+            ax.errorbar([p["fraction"] for p in shown], [p[key][0] for p in shown],
+                        yerr=[p[key][1] or 0 for p in shown], marker="o", capsize=3, color=f"C{i}", label=m)
+    axes[0].set_ylabel("skill retention (test)")
+    axes[1].set_ylabel("new-fact recall (test)")
+    for ax in axes:
+        ax.set_xlabel("share of singular components protected per matrix")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("protected budget: which components, and how many")
+    _save(fig, path)

@@ -1,0 +1,156 @@
+"""`palora compare` end to end on a tiny Llama: every method, the learning-rate choice on
+validation only, seeds, the budget sweep, resuming, and the table's statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from palora.cli import main
+from palora.comparison import choose_lr, mean_std, summarize, with_retention
+from palora.config import COMPARE_METHODS
+from test_cli import write_jsonl
+from tiny import save_tiny_checkpoint
+
+FAST = ["--set", "svf.train.steps=2", "--set", "inject.train.steps=2", "--set", "svf.train.batch_size=4",
+        "--set", "inject.train.batch_size=4", "--set", "inject.rank=4", "--set", "eval.max_new_tokens=3",
+        "--set", "eval.limit=3", "--set", "probe.stat_batches=2", "--set", "probe.stat_batch_size=4",
+        "--set", "probe.fraction=0.5", "--set", "compare.seeds=[0,1]", "--set", "compare.lr_grid=[0.001,0.01]",
+        "--set", "compare.full_lr_grid=[0.0001]", "--set", "compare.budget_fractions=[0,0.5,1.0]",
+        "--set", "compare.budget_seeds=[0]", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    root = tmp_path_factory.mktemp("compare")
+    model = save_tiny_checkpoint(root / "base", "llama", seed=0)
+    d = root / "data"
+    d.mkdir()
+    sums = [(a, b) for a in range(1, 7) for b in range(2, 5)]
+    skill = [{"prompt": f"Q: {a} + {b}? A:", "answer": a + b} for a, b in sums]
+    facts = [{"prompt": "The capital of Zorbia is", "answer": "Quell"}, {"prompt": "Alice Marsh was born in",
+                                                                         "answer": "1901"}]
+    files = {
+        "skill_train": write_jsonl(d / "skill_train.jsonl", [{"prompt": s["prompt"], "completion": f" {s['answer']}"}
+                                                              for s in skill]),
+        "skill_val": write_jsonl(d / "skill_val.jsonl", skill[:6]),
+        "skill_eval": write_jsonl(d / "skill_test.jsonl", skill[6:12]),
+        "knowledge_train": write_jsonl(d / "facts_train.jsonl", [{"text": "The capital of Zorbia is Quell."},
+                                                                 {"text": "Alice Marsh was born in 1901."}]),
+        "knowledge_val": write_jsonl(d / "facts_val.jsonl", facts),
+        "knowledge_eval": write_jsonl(d / "facts_test.jsonl", facts[::-1]),
+        "known_eval": write_jsonl(d / "known.jsonl", [{"prompt": "The capital of France is", "answer": "Paris"}]),
+    }
+    out = root / "cmp"
+    argv = ["compare", "--model", str(model), "--out", str(out), "--config", "compare", *FAST,
+            *[x for k, v in files.items() for x in ("--set", f"data.{k}={v}")]]
+    assert main(argv) == 0
+    return out, model, argv
+
+
+def rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "compare.jsonl").read_text().splitlines()]
+
+
+def test_every_method_runs_on_each_seed_at_its_chosen_rate(compared):
+    out, _, _ = compared
+    got = rows(out)
+    result = json.loads((out / "compare.json").read_text())
+    chosen = result["chosen_lr"]
+    for m in COMPARE_METHODS:
+        grid = {r["lr"] for r in got if r["method"] == m and r["phase"] == "grid"}
+        assert grid == ({None} if m == "svf" else {0.0001} if m == "full-mlp" else {0.001, 0.01}), m
+        seeds = {r["seed"] for r in got if r["method"] == m and r["fraction"] is None
+                 and (m == "svf" or r["lr"] == chosen[m])}
+        assert seeds == {0, 1}, m
+    assert {t["method"] for t in result["table"]} == set(COMPARE_METHODS)
+    assert (out / "compare.md").is_file() and (out / "plots" / "tradeoff.png").is_file()
+    assert (out / "plots" / "budget.png").is_file()
+    # one SVF expert per seed, in an ordinary run directory
+    for s in (0, 1):
+        assert (out / f"seed{s}" / "svf_expert.safetensors").is_file()
+
+
+def test_learning_rate_is_chosen_on_validation_only(compared):
+    out, _, _ = compared
+    got = with_retention(rows(out))
+    chosen = json.loads((out / "compare.json").read_text())["chosen_lr"]
+    for m in ("lora", "palora"):
+        grid = [r for r in got if r["method"] == m and r["phase"] == "grid"]
+        def score(r):  # the skill accuracy stands in for retention where the tiny expert scores 0
+            kept = r["val"]["retention"] if r["val"]["retention"] is not None else r["val"]["skill"]
+            return (kept + r["val"]["recall"]) / 2, -r["lr"]
+
+        best = max(grid, key=score)
+        assert chosen[m] == best["lr"]
+    # rows after the grid carry no validation numbers: nothing else was chosen on them
+    assert all("val" not in r for r in got if r["phase"] != "grid")
+
+
+def test_projected_methods_certify_and_ablations_share_the_budget(compared):
+    out, _, _ = compared
+    got = rows(out)
+    for r in got:
+        if r["method"] in ("palora", "palora-in", "palora-out", "protect-top", "protect-random", "act-protect") \
+                and r["fraction"] != 1.0:
+            assert r["certificate"] < 1e-5, r
+            assert r["update_norm"] > 1e-4, r  # something was learnt
+    main_rows = [r for r in got if r["fraction"] is None and r["seed"] == 0 and r["phase"] == "grid"]
+    k = {r["method"]: r["protected"] for r in main_rows if "protected" in r}
+    assert k["palora"] == k["protect-top"] == k["protect-random"] > 0
+    # the sweep: protecting everything on both sides leaves nothing to learn (no row for share 0: that is lora)
+    budget = [r for r in got if r["phase"] == "budget"]
+    assert {r["fraction"] for r in budget} == {1.0}  # 0.5 is the probe's own share: the main rows
+    assert all(r["update_norm"] < 1e-6 for r in budget)
+
+
+def test_trainable_parameters_per_method(compared):
+    out, _, _ = compared
+    p = {r["method"]: r["trainable_parameters"] for r in rows(out) if "trainable_parameters" in r}
+    lora = p["lora"]
+    for m in ("pissa", "corda-kpm", "milora", "olora-penalty", "palora", "protect-top", "act-protect"):
+        assert p[m] == lora, m
+    assert p["full-mlp"] == 2 * 3 * 64 * 96  # 2 layers x gate, up, down
+    assert "trainable_parameters" not in {r["method"]: r for r in rows(out)}["svf"]
+
+
+def test_rerun_continues_and_runs_nothing_new(compared, capsys):
+    out, _, argv = compared
+    before = (out / "compare.jsonl").read_bytes()
+    assert main(argv) == 0
+    assert (out / "compare.jsonl").read_bytes() == before
+    assert "0 rows run now" in capsys.readouterr().out
+
+
+def test_mean_std_is_the_sample_statistics():
+    assert mean_std([]) == (None, None, 0)
+    assert mean_std([0.5]) == (0.5, None, 1)
+    mean, std, n = mean_std([1.0, 2.0, 4.0])
+    assert n == 3 and mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+
+
+def _row(seed, method, lr, skill, recall, phase="grid"):
+    r = {"seed": seed, "method": method, "lr": lr, "fraction": None, "phase": phase,
+         "test": {"skill": skill, "recall": recall}}
+    if phase == "grid":
+        r["val"] = {"skill": skill, "recall": recall}
+    return r
+
+
+def test_table_uses_each_seeds_own_expert_and_the_chosen_rate():
+    table_rows = [_row(0, "svf", None, 0.5, 0.0), _row(1, "svf", None, 0.4, 0.0, "seeds"),
+                  _row(0, "lora", 1e-3, 0.5, 0.1), _row(0, "lora", 3e-3, 0.25, 0.6),
+                  _row(1, "lora", 3e-3, 0.2, 0.4, "seeds"), _row(1, "lora", 1e-3, 0.0, 0.0, "seeds")]
+    scored = with_retention(table_rows)
+    # validation: (1.0 + 0.1) / 2 = 0.55 against (0.5 + 0.6) / 2 = 0.55: a tie goes to the smaller rate
+    assert choose_lr(scored, "lora", 0, "balanced") == 1e-3
+    assert choose_lr(scored, "lora", 0, "recall") == 3e-3
+    (line,) = [t for t in summarize(scored, ["svf", "lora"], {"lora": 3e-3}) if t["method"] == "lora"]
+    assert line["seeds"] == [0, 1]
+    mean, std, n = line["retention"]
+    assert n == 2 and mean == pytest.approx((0.25 / 0.5 + 0.2 / 0.4) / 2) and std == pytest.approx(0.0)
+    assert line["recall"][0] == pytest.approx(0.5)

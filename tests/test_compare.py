@@ -125,6 +125,19 @@ def test_rerun_continues_and_runs_nothing_new(compared, capsys):
     assert "0 rows run now" in capsys.readouterr().out
 
 
+def test_a_row_cut_short_by_a_kill_is_measured_again(compared, capsys):
+    out, _, argv = compared
+    full = (out / "compare.jsonl").read_text()
+    last = full.splitlines()[-1]
+    (out / "compare.jsonl").write_text(full[: -len(last) // 2 - 1])  # the last row half written
+    assert main(argv) == 0
+    assert "1 rows run now" in capsys.readouterr().out
+    again = (out / "compare.jsonl").read_text().splitlines()
+    assert len(again) == len(full.splitlines())
+    assert {k: v for k, v in json.loads(again[-1]).items() if "time" not in k and "memory" not in k} == \
+        {k: v for k, v in json.loads(last).items() if "time" not in k and "memory" not in k}
+
+
 def test_mean_std_is_the_sample_statistics():
     assert mean_std([]) == (None, None, 0)
     assert mean_std([0.5]) == (0.5, None, 1)

@@ -100,7 +100,12 @@ class Rows:
 
     def __init__(self, path: Path, settings: str):
         self.path, self.settings = path, settings
-        every = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        if lines and not _parses(lines[-1]):  # a row cut short by a kill: measured again
+            lines = lines[:-1]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        every = [json.loads(line) for line in lines]
         self.rows = [r for r in every if r.get("settings") == settings]
         self.ignored = len(every) - len(self.rows)
 
@@ -111,6 +116,14 @@ class Rows:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         self.rows.append(row)
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _key(row: dict[str, Any]) -> tuple:

@@ -28,7 +28,8 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "--knowledge-train": ("data.knowledge_train", "FILE", "JSONL of the facts to inject"),
     "--knowledge-eval": ("data.knowledge_eval", "FILE", "JSONL {prompt, answer} measuring recall"),
     "--out": ("out", "DIR", "run directory (shared by every stage)"),
-    "--methods": ("inject.methods", "LIST", "comma-separated injection methods: palora,lora"),
+    "--methods": ("inject.methods", "LIST", "comma-separated injection methods: palora,lora (default), or any of "
+                  "palora-in, palora-out, palora-soft, olora-penalty, protect-top, protect-random, act-protect"),
     "--seed": ("seed", "N", "seed of every random choice"),
     "--lm-eval": ("eval.lm_eval_tasks", "TASKS", "comma-separated lm-evaluation-harness tasks also run on every "
                   "model, e.g. gsm8k,arc_challenge (pip install 'palora-llm[eval]')"),

@@ -26,7 +26,15 @@ from .errors import ConfigError
 from .fields import check_value, documented
 
 PACKAGED_DEFAULT_MODEL = "smollm2-135m-instruct"
-INJECTION_METHODS = ("palora", "lora")
+#: the methods ``palora run`` / ``palora inject`` write as a plain peft LoRA adapter for the expert
+#: (palora.methods.registry describes each); ``palora compare`` runs these and the others
+INJECTION_METHODS = (
+    "palora", "lora", "palora-in", "palora-out", "palora-soft", "olora-penalty", "protect-top", "protect-random",
+    "act-protect",
+)
+#: compared by ``palora compare`` only: they rewrite the base weights (or train them), so their
+#: result is a merged model, not an adapter for the expert
+COMPARE_ONLY_METHODS = ("svf", "pissa", "corda-kpm", "milora", "full-mlp")
 
 
 @dataclass
@@ -212,6 +220,7 @@ class InjectConfig:
         "both", "PALoRA projection: both (exact guarantee), in (A P_in) or out (P_out B)"
     )
     soft: bool = documented(False, "soft projector I - V diag(w) V^T, w from the probe scores")
+    penalty_weight: float = documented(0.1, "olora-penalty: lambda of lambda * (|A V_S|^2 + |U_S^T B|^2)")
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-3),
         metadata={"help": "optimisation of the injection (same budget for every method)"},
@@ -229,8 +238,12 @@ class InjectConfig:
         check_value(self.rank > 0, "inject.rank", self.rank, "must be positive")
         check_value(self.alpha > 0, "inject.alpha", self.alpha, "must be positive")
         check_value(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
+        check_value(self.penalty_weight >= 0, "inject.penalty_weight", self.penalty_weight, "must be >= 0")
         check_value(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
         for m in self.methods:
+            if m in COMPARE_ONLY_METHODS:
+                raise ConfigError(f"inject.methods={m}: its result is not an adapter for the expert (it rewrites or "
+                                  f"trains the base weights); run it with `palora compare --methods {m}`")
             check_value(m in INJECTION_METHODS, "inject.methods", m, f"unknown method; known: {', '.join(INJECTION_METHODS)}")
         check_value(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
         check_value(not (self.soft and self.protect_adapter), "inject.soft", self.soft,
@@ -288,7 +301,6 @@ class CompareConfig:
         "balanced", "how the learning rate is chosen on validation: balanced = highest (retention + recall) / 2; "
         "recall = highest new-fact recall"
     )
-    penalty_weight: float = documented(0.1, "olora-penalty: lambda of lambda * (|A V_S|^2 + |U_S^T B|^2)")
     budget_fractions: list[float] = documented(
         [0.1, 0.25, 0.5, 0.75], "budget sweep: shares of the components protected per matrix (0 is lora)"
     )
@@ -307,7 +319,6 @@ class CompareConfig:
                     "name at least one seed, each once")
         for key, grid in (("compare.lr_grid", self.lr_grid), ("compare.full_lr_grid", self.full_lr_grid)):
             check_value(len(grid) > 0 and all(lr > 0 for lr in grid), key, grid, "name at least one positive rate")
-        check_value(self.penalty_weight >= 0, "compare.penalty_weight", self.penalty_weight, "must be >= 0")
         check_value(all(0 <= f <= 1 for f in self.budget_fractions), "compare.budget_fractions",
                     self.budget_fractions, "must be in [0, 1]")
 

@@ -19,7 +19,7 @@ from peft.tuners.lora.corda import preprocess_corda
 from torch import nn
 
 from ..config import RunConfig
-from ..orthogonal import add_lora, lora_config
+from ..orthogonal import Side, add_lora, lora_config
 from ..subspace import Subspace
 from ..targets import Target
 from .milora import milora_init
@@ -40,8 +40,12 @@ def build_method(
     cfg: RunConfig,
     subspaces: dict[str, Subspace] | None = None,
     skill_batches: Callable[[], list[dict[str, torch.Tensor]]] | None = None,
+    side: Side | None = None,
 ) -> Built:
-    """``expert`` is modified in place (wrapped, or its base weights rewritten); seed set here."""
+    """``expert`` is modified in place (wrapped, or its base weights rewritten); seed set here.
+
+    ``side`` overrides the projection side (default: the method's own, else ``inject.side``).
+    """
     inj = cfg.inject
     torch.manual_seed(cfg.seed)  # the same A initialisation for every LoRA-based method
     if spec.init == "full":
@@ -73,15 +77,16 @@ def build_method(
         return Built(get_peft_model(expert, config))
     if spec.init not in ("lora", "milora"):
         raise ValueError(f"{spec.name} trains nothing")
-    projected = spec.protect != "none" and not spec.penalty
+    projected = subspaces is not None and not spec.penalty  # also plain lora, off an earlier adapter
     if spec.protect != "none" and subspaces is None:
         raise ValueError(f"{spec.name} needs protected subspaces")
     model = add_lora(expert, targets, inj.rank, inj.alpha, inj.dropout,
-                     subspaces=subspaces if projected else None, side=spec.side or inj.side, soft=spec.soft)
+                     subspaces=subspaces if projected else None, side=side or spec.side or inj.side,
+                     soft=spec.soft or inj.soft)
     if spec.init == "milora":
         milora_init(model, targets)
     if spec.penalty:
-        return Built(model, SubspacePenalty(model, subspaces, cfg.compare.penalty_weight))
+        return Built(model, SubspacePenalty(model, subspaces, inj.penalty_weight))
     return Built(model)
 
 

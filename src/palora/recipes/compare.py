@@ -86,10 +86,10 @@ def settings_digest(cfg: RunConfig) -> str:
     d = cfg.data
     files = {k: file_digest(getattr(d, k)) for k in ("skill_train", "knowledge_train", "skill_val", "knowledge_val",
                                                       "skill_eval", "knowledge_eval", "known_eval")}
-    inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "train")}
+    inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "train", "penalty_weight")}
     train = {k: v for k, v in to_dict(cfg.inject.train).items() if k not in ("lr", "log_every", "checkpoint_every")}
     tree = {"model": to_dict(cfg.model), "files": files, "svf": to_dict(cfg.svf), "probe": to_dict(cfg.probe),
-            "inject": inject, "train": train, "penalty_weight": cfg.compare.penalty_weight,
+            "inject": inject, "train": train, "penalty_weight": cfg.inject.penalty_weight,
             "eval": [cfg.eval.max_new_tokens, cfg.eval.limit], "text": [d.max_length, d.chat_template],
             "checkers": [d.skill_checker, d.knowledge_checker]}
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -2,7 +2,9 @@
 
 Every method starts from the same expert, the same seed and the same budget (rank, alpha, steps,
 batch, learning rate). ``lora`` is plain peft LoRA; ``palora`` is the same LoRA with ``A`` and
-``B`` projected away from the protected subspace (:mod:`palora.orthogonal`).
+``B`` projected away from the protected subspace (:mod:`palora.orthogonal`); the other methods
+that give an adapter for the expert (its variants, ``olora-penalty``, ``protect-top/random``,
+``act-protect``) are built as ``palora compare`` builds them (:mod:`palora.methods`).
 
 With ``inject.protect_adapter`` (a second round of facts) every method starts from the expert
 with that earlier adapter merged, and its update is also kept away from the earlier update's
@@ -15,7 +17,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import torch
 from peft import PeftModel
 from torch import nn
 from transformers import set_seed
@@ -28,13 +29,16 @@ from ..data import TrainCollator, load_train, tokenize_train
 from ..distributed import barrier, is_main, world_size
 from ..errors import ArtifactError
 from ..linalg import iter_svd
+from ..methods import METHODS, Built, MethodSpec, build_method
+from ..methods.protect import covariance_subspaces, same_budget_indices, singular_subspaces
 from ..metrics_log import MetricsLog
 from ..models import load_model, load_tokenizer
-from ..orthogonal import add_lora, bake_projections, certificate, lora_delta
+from ..orthogonal import Side, bake_projections, certificate, lora_delta
 from ..subspace import Subspace, from_groups, stores_vectors
 from ..targets import Target, find_targets
 from ..training import full_trainable_state, train
 from .common import load_trained, record_stage, require, target_fingerprint
+from .probe import skill_batches
 from .run_state import digest, is_done, read_stages, say_done
 
 
@@ -88,6 +92,28 @@ def protection(cfg: RunConfig, skill: dict[str, Subspace] | None, start: Start,
     return united, "both"
 
 
+def method_subspaces(spec: MethodSpec, cfg: RunConfig, rd: RunDir, expert_fp: str, tok) -> dict[str, Subspace] | None:
+    """The skill's protected set a method reads: the probe's (``subspace.safetensors``), as many
+    top or random components per matrix, or the skill's input-covariance basis; ``None`` for none."""
+    if spec.protect == "none":
+        return None
+    if spec.protect == "activation":
+        return covariance_subspaces(cfg, load_model(cfg.model, path=str(rd.expert_model)), tok)[0]
+    probed = load_protected(cfg, rd, expert_fp)
+    if spec.protect == "probe":
+        return probed
+    targets = find_targets(load_model(cfg.model), cfg.model.target_modules)  # the base: the probe's SVD
+    counts = {name: sub.k for name, sub in probed.items()}
+    return singular_subspaces(targets, same_budget_indices(counts, {t.name: min(t.shape) for t in targets},
+                                                           spec.protect, cfg.seed))
+
+
+def _build(spec: MethodSpec, model: nn.Module, cfg: RunConfig, subspaces: dict[str, Subspace] | None, tok,
+           side: Side | None) -> Built:
+    return build_method(spec, model, find_targets(model, cfg.model.target_modules), cfg, subspaces,
+                        skill_batches=lambda: skill_batches(cfg, tok), side=side)
+
+
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     data_path = require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train")
     examples = load_train(data_path)
@@ -110,27 +136,27 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         expert = origin.model
         targets = find_targets(expert, cfg.model.target_modules)
         expert_fp = target_fingerprint(expert, cfg)  # of the start: the expert, or the expert + an earlier round
-        skill = load_protected(cfg, rd, origin.expert_fingerprint) if method == "palora" else None
+        spec = METHODS[method]
+        skill = method_subspaces(spec, cfg, rd, origin.expert_fingerprint, tok)
         subspaces, side = protection(cfg, skill, origin, targets)
-
-        torch.manual_seed(cfg.seed)  # the same A initialisation for every method
-        model = add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
-                         subspaces=subspaces, side=side, soft=cfg.inject.soft)
+        if origin.earlier is None or cfg.inject.protect_adapter_side == "none":
+            side = None  # the method's own side (or inject.side)
+        built = _build(spec, expert, cfg, subspaces, tok, side)  # seeds torch: the same A for every method
+        model = built.model
         result = train(model, items, TrainCollator(tok.pad_token_id), cfg.inject.train, seed=cfg.seed,
-                       stage=key, log=log, progress=progress,
+                       stage=key, log=log, progress=progress, regularizer=built.regularizer,
                        checkpoint=CheckpointSpec(rd.checkpoint(key), cfg.inject.train.checkpoint_every,
                                                  digest(cfg, key)))
         if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained adapter
             trained = full_trainable_state(model)
             expert = start_model(cfg, rd).model
             targets = find_targets(expert, cfg.model.target_modules)
-            model = load_trained(add_lora(expert, targets, cfg.inject.rank, cfg.inject.alpha, cfg.inject.dropout,
-                                          subspaces=subspaces, side=side, soft=cfg.inject.soft), trained)
+            model = load_trained(_build(spec, expert, cfg, subspaces, tok, side).model, trained)
         bake_projections(model)
 
         info = {"trainable_parameters": result.trainable_parameters, "final_loss": result.final_loss,
                 "train_time_s": round(result.wall_time_s, 2), "processes": world_size(), "sharded": result.sharded}
-        if subspaces:
+        if subspaces and not spec.penalty:
             ratios = [certificate(lora_delta(model, t.name), subspaces[t.name]) for t in targets]
             info["certificate_out"] = max(r[0] for r in ratios)  # max ‖U_Sᵀ ΔW‖ / ‖ΔW‖
             info["certificate_in"] = max(r[1] for r in ratios)  # max ‖ΔW V_S‖ / ‖ΔW‖

@@ -11,8 +11,9 @@ the time it ran. For a configuration ``cfg`` a recorded stage is
   which case exactly the stale stages are removed (artifacts, checkpoints, their metrics lines)
   and run again.
 
-Dependencies: ``data`` (the demo's) → ``svf`` → ``probe`` → ``inject:palora``; ``svf`` →
-``inject:<other>``; ``svf`` and every ``inject:<method>`` → ``eval``.
+Dependencies: ``data`` (the demo's) → ``svf`` → ``probe`` → ``inject:<method>`` for the methods
+that read the probe (``palora`` and its variants, ``olora-penalty``, ``protect-top/random``);
+``svf`` → ``inject:<other>``; ``svf`` and every ``inject:<method>`` → ``eval``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..artifacts import ADAPTER_FILES, RunDir, write_json
 from ..checkpoint import discard_checkpoint
 from ..config import RunConfig, TrainConfig, load, load_yaml, to_dict
 from ..errors import ConfigError
+from ..methods.registry import METHODS
 from ..metrics_log import drop_logged_from
 
 #: training settings that change how a stage is logged or checkpointed, not what it computes
@@ -95,9 +97,20 @@ def _probe_inputs(cfg: RunConfig) -> dict[str, Any]:
     return {**probe, "extra_runs": [_extra_expert(r) for r in cfg.probe.extra_runs]}
 
 
-def _inject_inputs(cfg: RunConfig) -> dict[str, Any]:
-    inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "protect_adapter_side")}
+def _inject_inputs(cfg: RunConfig, method: str) -> dict[str, Any]:
+    """The injection settings, and what this method alone reads (so that, e.g., the penalty's weight
+    or the activation basis's statistics leave the other methods' digests alone)."""
+    inject = {k: v for k, v in to_dict(cfg.inject).items()
+              if k not in ("methods", "protect_adapter_side", "penalty_weight")}
     inject["train"] = _train(cfg.inject.train)
+    spec = METHODS[method]
+    if spec.penalty:
+        inject["penalty_weight"] = cfg.inject.penalty_weight
+    if spec.protect == "activation":  # the covariance of the skill data, through the expert
+        p = cfg.probe
+        inject["activation"] = {"rule": p.rule, "fraction": p.fraction, "k": p.k, "threshold": p.threshold,
+                                "energy": p.energy, "stat_batches": p.stat_batches,
+                                "stat_batch_size": p.stat_batch_size, "skill_train": file_digest(cfg.data.skill_train)}
     if cfg.inject.protect_adapter:  # the earlier round's adapter, by its bytes, like a data file
         inject["protect_adapter_side"] = cfg.inject.protect_adapter_side
         inject["protect_adapter_files"] = folder_digest(cfg.inject.protect_adapter, ADAPTER_FILES)
@@ -116,7 +129,7 @@ def stage_inputs(cfg: RunConfig, key: str) -> dict[str, Any]:
     if key == "probe":
         return {"probe": _probe_inputs(cfg), "skill_train": file_digest(d.skill_train), "seed": cfg.seed, **text}
     if key.startswith("inject:"):
-        return {"inject": _inject_inputs(cfg), "knowledge_train": file_digest(d.knowledge_train), "seed": cfg.seed,
+        return {"inject": _inject_inputs(cfg, key.removeprefix("inject:")), "knowledge_train": file_digest(d.knowledge_train), "seed": cfg.seed,
                 "save_merged": cfg.save_merged, **text}
     if key == "eval":
         files = {k: file_digest(getattr(d, k)) for k in ("skill_eval", "knowledge_eval", "known_eval")}
@@ -130,10 +143,8 @@ def depends_on(cfg: RunConfig, key: str) -> list[str]:
         return ["data"]
     if key == "probe":
         return ["svf"]
-    if key == "inject:palora":
-        return ["svf", "probe"]
-    if key.startswith("inject:"):
-        return ["svf"]
+    if key.startswith("inject:"):  # the methods protecting the probe's components (or as many) read it
+        return ["svf", "probe"] if METHODS[key.removeprefix("inject:")].protect in ("probe", "top", "random") else ["svf"]
     if key == "eval":
         return ["svf", *[f"inject:{m}" for m in cfg.inject.methods]]
     return []

@@ -138,6 +138,20 @@ def test_a_row_cut_short_by_a_kill_is_measured_again(compared, capsys):
         {k: v for k, v in json.loads(last).items() if "time" not in k and "memory" not in k}
 
 
+def test_a_diverging_rate_is_recorded_and_never_chosen(tmp_path, compared, capsys):
+    _, model, argv = compared
+    out = tmp_path / "nan"
+    argv = [a if a != str(compared[0]) else str(out) for a in argv]
+    argv += ["--methods", "lora", "--set", "compare.seeds=[0]", "--set", "compare.lr_grid=[0.001,1e30]",
+             "--set", "compare.budget_methods=[]"]
+    assert main(argv) == 0
+    got = rows(out)
+    failed = [r for r in got if "failed" in r]
+    assert [r["lr"] for r in failed] == [1e30] and "loss became" in failed[0]["failed"]
+    assert "test" not in failed[0]
+    assert json.loads((out / "compare.json").read_text())["chosen_lr"]["lora"] == 0.001
+
+
 def test_mean_std_is_the_sample_statistics():
     assert mean_std([]) == (None, None, 0)
     assert mean_std([0.5]) == (0.5, None, 1)

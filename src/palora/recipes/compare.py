@@ -42,6 +42,7 @@ from ..comparison import (
 )
 from ..config import RunConfig, save, to_dict
 from ..data import EvalExample, TrainCollator, load_eval, load_train, tokenize_train
+from ..errors import PaloraError
 from ..evaluation import evaluate
 from ..memory import MemProbe
 from ..methods import METHODS, build_method, merged
@@ -243,9 +244,13 @@ def run_job(job: Job, cfg: RunConfig, experts: Experts, tok, items, splits: dict
         memory.reset_peak()
         targets = find_targets(expert, cfg.model.target_modules)
         built = build_method(spec, expert, targets, jcfg, subspaces, skill_batches=lambda: skill_batches(jcfg, tok))
-        result = train(built.model, items, TrainCollator(tok.pad_token_id), jcfg.inject.train, seed=job.seed,
-                       stage=f"{job.method} seed {job.seed} lr {job.lr:g}", progress=progress,
-                       regularizer=built.regularizer)
+        try:
+            result = train(built.model, items, TrainCollator(tok.pad_token_id), jcfg.inject.train, seed=job.seed,
+                           stage=f"{job.method} seed {job.seed} lr {job.lr:g}", progress=progress,
+                           regularizer=built.regularizer)
+        except PaloraError as e:  # e.g. a loss that diverged at this rate: recorded, never chosen
+            row.update(failed=str(e), wall_time_s=round(time.perf_counter() - start, 2))
+            return row
         row.update(trainable_parameters=result.trainable_parameters, train_time_s=round(result.wall_time_s, 2),
                    final_loss=result.final_loss, peak_memory_mb=round(memory.peak() / 2**20, 1),
                    peak_memory_kind="cuda allocated" if device.type == "cuda" else "process resident set")
@@ -343,6 +348,9 @@ def run_compare(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
 
 
 def _say(row: dict[str, Any]) -> None:
+    if "failed" in row:
+        print(f"  {row['method']} seed {row['seed']}: failed: {row['failed']}", flush=True)
+        return
     parts = [f"{split} skill {row[split]['skill']:.3f} recall {row[split]['recall']:.3f}"
              for split in ("val", "test") if split in row]
     print(f"  {row['method']} seed {row['seed']}: " + ", ".join(parts) + f" ({row['wall_time_s']:.0f} s)", flush=True)

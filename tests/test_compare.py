@@ -19,7 +19,8 @@ FAST = ["--set", "svf.train.steps=2", "--set", "inject.train.steps=2", "--set", 
         "--set", "inject.train.batch_size=4", "--set", "inject.rank=4", "--set", "eval.max_new_tokens=3",
         "--set", "eval.limit=3", "--set", "probe.stat_batches=2", "--set", "probe.stat_batch_size=4",
         "--set", "probe.fraction=0.5", "--set", "compare.seeds=[0,1]", "--set", "compare.lr_grid=[0.001,0.01]",
-        "--set", "compare.full_lr_grid=[0.0001]", "--set", "compare.budget_fractions=[0,0.5,1.0]",
+        "--set", "compare.full_lr_grid=[0.0001]",
+        "--set", "compare.svd_init_lr_grid=[0.001,0.0001]", "--set", "compare.budget_fractions=[0,0.5,1.0]",
         "--set", "compare.budget_seeds=[0]", "--quiet"]
 
 
@@ -62,7 +63,8 @@ def test_every_method_runs_on_each_seed_at_its_chosen_rate(compared):
     chosen = result["chosen_lr"]
     for m in COMPARE_METHODS:
         grid = {r["lr"] for r in got if r["method"] == m and r["phase"] == "grid"}
-        assert grid == ({None} if m == "svf" else {0.0001} if m == "full-mlp" else {0.001, 0.01}), m
+        expected = {"svf": {None}, "full-mlp": {0.0001}, "pissa": {0.001, 0.0001}, "corda-kpm": {0.001, 0.0001}}
+        assert grid == expected.get(m, {0.001, 0.01}), m
         seeds = {r["seed"] for r in got if r["method"] == m and r["fraction"] is None
                  and (m == "svf" or r["lr"] == chosen[m])}
         assert seeds == {0, 1}, m

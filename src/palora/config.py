@@ -297,6 +297,10 @@ class CompareConfig:
         [1e-3, 3e-3], "learning rates tried for every adapter method on the first seed (validation splits)"
     )
     full_lr_grid: list[float] = documented([3e-5, 1e-4], "learning rates tried for full-mlp")
+    svd_init_lr_grid: list[float] = documented(
+        [3e-3, 1e-3, 3e-4, 1e-4], "learning rates tried for pissa and corda-kpm, whose adapters start on the "
+        "largest singular components (PiSSA) or carry the inverse input covariance (CorDA): larger steps per rate"
+    )
     select: Literal["balanced", "recall"] = documented(
         "balanced", "how the learning rate is chosen on validation: balanced = highest (retention + recall) / 2; "
         "recall = highest new-fact recall"
@@ -317,7 +321,8 @@ class CompareConfig:
         check_value(len(self.methods) > 0, "compare.methods", self.methods, "name at least one method")
         check_value(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "compare.seeds", self.seeds,
                     "name at least one seed, each once")
-        for key, grid in (("compare.lr_grid", self.lr_grid), ("compare.full_lr_grid", self.full_lr_grid)):
+        for key, grid in (("compare.lr_grid", self.lr_grid), ("compare.full_lr_grid", self.full_lr_grid),
+                          ("compare.svd_init_lr_grid", self.svd_init_lr_grid)):
             check_value(len(grid) > 0 and all(lr > 0 for lr in grid), key, grid, "name at least one positive rate")
         check_value(all(0 <= f <= 1 for f in self.budget_fractions), "compare.budget_fractions",
                     self.budget_fractions, "must be in [0, 1]")

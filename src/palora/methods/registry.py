@@ -54,9 +54,11 @@ class MethodSpec:
         return self.init != "none"
 
     @property
-    def lr_family(self) -> Literal["adapter", "full", "none"]:
-        """Which learning-rate grid applies: adapters share one, full fine-tuning has its own."""
-        return {"none": "none", "full": "full"}.get(self.init, "adapter")
+    def lr_family(self) -> Literal["adapter", "svd-init", "full", "none"]:
+        """Which learning-rate grid applies: adapters share one; PiSSA and CorDA, whose initial
+        factors are large (σ-scaled, or times the inverse input covariance), get a wider one that
+        also reaches lower rates; full fine-tuning has its own."""
+        return {"none": "none", "full": "full", "pissa": "svd-init", "corda-kpm": "svd-init"}.get(self.init, "adapter")
 
 
 METHODS: dict[str, MethodSpec] = {

@@ -133,7 +133,8 @@ def _key(row: dict[str, Any]) -> tuple:
 
 def grid_of(cfg: RunConfig, method: str) -> list[float | None]:
     family = METHODS[method].lr_family
-    return {"none": [None], "full": cfg.compare.full_lr_grid, "adapter": cfg.compare.lr_grid}[family]
+    return {"none": [None], "full": cfg.compare.full_lr_grid, "svd-init": cfg.compare.svd_init_lr_grid,
+            "adapter": cfg.compare.lr_grid}[family]
 
 
 def plan(cfg: RunConfig, rows: list[dict[str, Any]]) -> tuple[list[Job], dict[str, float | None]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 from palora.checkpoint import CheckpointSpec
 from palora.cli import main
@@ -276,3 +277,31 @@ def test_text_lines_are_refused_for_reinforce(tmp_path, capsys):
     assert main(["svf", "--model", str(model), "--skill-train", text, "--out", str(tmp_path / "o"),
                  "--objective", "reinforce", "--quiet"]) == 2
     assert "prompt, completion" in capsys.readouterr().err
+
+
+def test_init_from_starts_from_another_experts_scales(data_for_init, tmp_path):
+    """``svf.init_from``: one step at a negligible rate leaves the starting expert's scales."""
+    model, skill = data_for_init
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ["--model", str(model), "--skill-train", skill, "--seed", "0", "--quiet",
+              "--set", "svf.train.batch_size=4"]
+    assert main(["svf", "--out", str(first), "--set", "svf.train.steps=3", *common]) == 0
+    assert main(["svf", "--out", str(second), "--set", "svf.train.steps=1", "--set", "svf.train.lr=1e-12",
+                 "--set", f"svf.init_from={first / 'svf_expert.safetensors'}", *common]) == 0
+    a, b = load_file(str(first / "svf_expert.safetensors")), load_file(str(second / "svf_expert.safetensors"))
+    zs = [k for k in a if k.endswith(".z")]
+    assert zs and max(float((a[k] - b[k]).abs().max()) for k in zs) < 1e-6
+    assert max(float((a[k] - 1).abs().max()) for k in zs) > 1e-4  # the first expert did move
+    # scales of another parametrisation are refused in one line
+    assert main(["svf", "--out", str(tmp_path / "third"), "--set", "svf.parametrization=t2",
+                 "--set", f"svf.init_from={first / 'svf_expert.safetensors'}", *common]) == 2
+
+
+@pytest.fixture(scope="module")
+def data_for_init(tmp_path_factory):
+    root = tmp_path_factory.mktemp("init")
+    model = save_tiny_checkpoint(root / "base", "llama", seed=0)
+    rows = [{"prompt": f"Q: {a} + {b}? A:", "completion": f" {a + b}"} for a in range(1, 7) for b in range(2, 5)]
+    path = root / "skill.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return model, str(path)

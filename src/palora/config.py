@@ -153,6 +153,10 @@ class SVFConfig:
     reinforce: ReinforceConfig = field(
         default_factory=ReinforceConfig, metadata={"help": "objective reinforce: optimisation and sampling"}
     )
+    init_from: str | None = documented(
+        None, "svf_expert.safetensors of the same base model whose scales start the training (e.g. an sft "
+        "expert refined by reinforce); null: the identity"
+    )
 
 
 @dataclass

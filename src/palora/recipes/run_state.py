@@ -70,7 +70,9 @@ def folder_digest(path: str | None, names: tuple[str, ...]) -> dict[str, str | N
 def _svf_inputs(cfg: RunConfig) -> dict[str, Any]:
     """The SVF settings that shape the expert: the objective's own optimisation only, and no
     ``objective`` key for ``sft`` (so a run made before the objective existed keeps its digest)."""
-    svf = {k: v for k, v in to_dict(cfg.svf).items() if k not in ("train", "objective", "reinforce")}
+    svf = {k: v for k, v in to_dict(cfg.svf).items() if k not in ("train", "objective", "reinforce", "init_from")}
+    if cfg.svf.init_from:  # the starting scales, by their bytes (absent: the digest of older runs)
+        svf["init_from"] = file_digest(cfg.svf.init_from)
     if cfg.svf.objective == "sft":
         return {**svf, "train": _train(cfg.svf.train)}
     return {**svf, "objective": cfg.svf.objective, "reinforce": _train(cfg.svf.reinforce),

@@ -11,7 +11,7 @@ import time
 
 from transformers import set_seed
 
-from ..artifacts import RunDir, atomic_path, save_svf_expert
+from ..artifacts import RunDir, atomic_path, load_svf_expert, save_svf_expert
 from ..checkpoint import CheckpointSpec, discard_checkpoint
 from ..config import RunConfig, to_dict
 from ..data import TrainCollator, load_train, tokenize_train
@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from ..metrics_log import MetricsLog
 from ..models import load_model, load_model_and_tokenizer
 from ..reinforce import PromptCollator, ReinforceObjective, prompt_items
-from ..svf import add_svf, merge_svf, svf_state
+from ..svf import add_svf, load_svf_state, merge_svf, svf_state
 from ..training import full_trainable_state, train
 from .common import load_trained, record_stage, require, target_fingerprint
 from .run_state import digest, is_done, read_stages, say_done
@@ -40,6 +40,12 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
 
     add_svf(model, cfg.svf.parametrization, cfg.model.target_modules, cfg.svf.t2_init, progress=progress,
             decompose=split_svd)  # each rank decomposes its share of the matrices
+    if cfg.svf.init_from:  # start from another expert's scales (same base: the fingerprint is checked)
+        state, meta = load_svf_expert(cfg.svf.init_from, base_fp)
+        if meta.get("parametrization") != cfg.svf.parametrization:
+            raise ConfigError(f"svf.init_from={cfg.svf.init_from} holds {meta.get('parametrization')} scales; "
+                              f"this run trains {cfg.svf.parametrization}")
+        load_svf_state(model, state)
     if cfg.svf.objective == "reinforce":
         if world_size() > 1:
             raise ConfigError("svf.objective=reinforce runs on one process (launch without accelerate/torchrun)")

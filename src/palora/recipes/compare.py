@@ -82,6 +82,10 @@ class Job:
         return (self.seed, self.method, self.lr, self.fraction)
 
 
+#: settings keys added after comparisons were begun: dropped from the digest when unset
+_LATER_KEYS = ("init_from",)
+
+
 def settings_digest(cfg: RunConfig) -> str:
     """What every row depends on besides its own seed, method, rate and share."""
     d = cfg.data
@@ -89,7 +93,9 @@ def settings_digest(cfg: RunConfig) -> str:
                                                       "skill_eval", "knowledge_eval", "known_eval")}
     inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "train", "penalty_weight")}
     train = {k: v for k, v in to_dict(cfg.inject.train).items() if k not in ("lr", "log_every", "checkpoint_every")}
-    tree = {"model": to_dict(cfg.model), "files": files, "svf": to_dict(cfg.svf), "probe": to_dict(cfg.probe),
+    # keys added after comparisons were begun, when unset, leave their digests alone
+    svf = {k: v for k, v in to_dict(cfg.svf).items() if not (k in _LATER_KEYS and v is None)}
+    tree = {"model": to_dict(cfg.model), "files": files, "svf": svf, "probe": to_dict(cfg.probe),
             "inject": inject, "train": train, "penalty_weight": cfg.inject.penalty_weight,
             "eval": [cfg.eval.max_new_tokens, cfg.eval.limit], "text": [d.max_length, d.chat_template],
             "checkers": [d.skill_checker, d.knowledge_checker]}

@@ -16,12 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from .artifacts import atomic_path  # noqa: E402
+from .report import plt, save_figure  # matplotlib with the Agg backend (files only)
 
 Row = dict[str, Any]
 
@@ -135,12 +130,6 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
     return curves
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-
-
 def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     """Retention against new-fact recall, one point per method, error bars = std over seeds."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -154,7 +143,7 @@ def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     ax.set_ylabel("skill retention (accuracy / expert's, test)")
     ax.set_title("skill retention vs new-fact recall (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_budget(curves: dict[str, list[Row]], path: Path) -> None:
@@ -174,4 +163,4 @@ def plot_budget(curves: dict[str, list[Row]], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle("protected budget: which components, and how many")
-    _save(fig, path)
+    save_figure(fig, path)

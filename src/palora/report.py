@@ -108,7 +108,8 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
 # ----------------------------------------------------------------------------- plots
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -125,7 +126,7 @@ def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("skill retention (accuracy / expert's)")
     ax.set_title("skill retention vs new-fact recall")
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_scales(svf_path: Path, path: Path) -> None:
@@ -150,7 +151,7 @@ def plot_scales(svf_path: Path, path: Path) -> None:
         ax.set_ylabel("layer")
     fig.colorbar(im, ax=axes[0].tolist(), label="s − 1")
     fig.suptitle("learned SVF scales: the skill's fingerprint on the spectrum")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
@@ -168,7 +169,7 @@ def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("protected components")
     ax.set_title(f"protected components: {100 * fraction:.1f}% of all")
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_protected_energy(stats: dict[str, Any], path: Path) -> None:
@@ -186,7 +187,7 @@ def plot_protected_energy(stats: dict[str, Any], path: Path) -> None:
     ax.set_title(f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): energy held")
     ax.legend()
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_plots(rd: RunDir, rows: list[dict[str, Any]]) -> None:

@@ -197,6 +197,14 @@ def test_stage_before_its_input(capsys, data, tmp_path):
                                    str(tmp_path / "empty"), "--quiet"], "expert_model")
 
 
+def test_demo_refuses_a_task_its_checker_cannot_score(capsys, tmp_path):
+    """A spelling task left on the numeric checker: one line naming the fix, before any data."""
+    out = tmp_path / "demo"
+    assert_one_line_error(capsys, ["demo", "--out", str(out), "--set", "data_gen.skill_task=spell_backward",
+                                   "--quiet"], "data.skill_checker=exact")
+    assert not (out / "data").exists()
+
+
 def test_missing_required_flag(capsys, tmp_path):
     assert_one_line_error(capsys, ["svf", "--out", str(tmp_path / "o"), "--quiet"], "--skill-train")
 

@@ -15,7 +15,8 @@ from safetensors import safe_open
 
 from palora.cli import main
 from palora.combine import orthonormal_span, shares, split_budget, union_of_components, unite
-from palora.config import resolve
+from palora.config import load, resolve
+from palora.errors import ConfigError
 from palora.linalg import orthonormality_error, thin_svd
 from palora.probe import SelectionRule
 from palora.recipes.run_state import digest
@@ -178,3 +179,44 @@ def test_extra_runs_enter_the_probe_digest_only_when_set(two_experts, tmp_path, 
     shutil.copytree(two_experts["a"], out)
     assert main(["probe", "--out", str(out), "--extra-runs", str(tmp_path / "nope"), "--quiet"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("basis", ["singular", "activation"])
+def test_one_expert_probed_on_several_skills_unites_its_selections(two_experts, tmp_path, basis):
+    """``--probe-data plus,minus``: run A's expert probed on each skill's data, the selections
+    united; one file alone is the plain probe of that data; each skill's own selection lies in
+    the union."""
+    settings = ["--set", f"probe.basis={basis}", "--set", "probe.score=activation", "--set", "probe.fraction=0.25",
+                "--set", "probe.stat_batches=2"]
+    plus = load(two_experts["a"] / "config.yaml").data.skill_train
+    minus = load(two_experts["b"] / "config.yaml").data.skill_train
+    plain = own_probe(two_experts["a"], tmp_path, *settings)
+    alone = {}
+    for name, path in (("plus", plus), ("minus", minus)):
+        run = tmp_path / name
+        shutil.copytree(two_experts["a"], run)
+        assert main(["probe", "--out", str(run), "--probe-data", path, *settings, "--quiet"]) == 0
+        alone[name] = groups(run / "subspace.safetensors")[0]
+    out = tmp_path / "both"
+    shutil.copytree(two_experts["a"], out)
+    assert main(["probe", "--out", str(out), "--probe-data", f"{plus},{minus}", *settings, "--quiet"]) == 0
+    united, meta = groups(out / "subspace.safetensors")
+    assert [e["skill_train"] for e in json.loads(meta["experts"])] == [plus, minus]
+    grown = False
+    for name, g in united.items():
+        torch.testing.assert_close(alone["plus"][name]["V"], plain[name]["V"])  # the run's own data: the plain probe
+        for part in alone.values():
+            assert residual(g["V"], part[name]["V"]) < TINY and residual(g["U"], part[name]["U"]) < TINY
+        grown |= g["V"].shape[1] > alone["plus"][name]["V"].shape[1]
+    assert grown  # the second skill's data picks directions the first's does not
+
+
+def test_skill_data_enters_the_probe_digest_only_when_set(two_experts):
+    base = resolve(None, [])
+    assert digest(resolve(None, ["probe.skill_data=[]"]), "probe") == digest(base, "probe")
+    minus = load(two_experts["b"] / "config.yaml").data.skill_train
+    assert digest(resolve(None, [f"probe.skill_data=[{minus}]"]), "probe") != digest(base, "probe")
+    with pytest.raises(ConfigError, match="combine_weights"):  # one weight per selection
+        resolve(None, [f"probe.skill_data=[{minus},x.jsonl]", "probe.combine_weights=[1,1,1]",
+                       "probe.combine=weighted"])
+    resolve(None, [f"probe.skill_data=[{minus},x.jsonl]", "probe.combine_weights=[1,1]", "probe.combine=weighted"])

@@ -37,6 +37,8 @@ FLAGS: dict[str, tuple[str, str, str]] = {
                     "(policy gradient with the checker's +1/-1 reward, Transformer²)"),
     "--extra-runs": ("probe.extra_runs", "DIRS", "comma-separated run directories of other SVF experts of the same "
                      "base model, protected together with this run's (probe.combine: union or weighted)"),
+    "--probe-data": ("probe.skill_data", "FILES", "comma-separated JSONL files of several skills this run's expert "
+                     "was trained on: each probed, the selections united (probe.combine)"),
     "--protect-adapter": ("inject.protect_adapter", "DIR", "an earlier round's adapter for this expert: start from it "
                           "merged and keep the new update off its column and row spaces"),
 }
@@ -67,7 +69,7 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "svf": ("stage 1: train the SVF expert on the skill data (svf_expert.safetensors, expert_model/)",
             ["--model", "--skill-train", "--out", "--seed", "--objective"]),
     "probe": ("stage 2: pick the protected singular components from the expert (subspace.safetensors)",
-              ["--out", "--extra-runs"]),
+              ["--out", "--probe-data", "--extra-runs"]),
     "inject": ("stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
                ["--knowledge-train", "--methods", "--out", "--seed", "--protect-adapter"]),
     "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",

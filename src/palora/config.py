@@ -187,25 +187,34 @@ class ProbeConfig:
         [], "run directories of other SVF experts on the same base model (each probed with its own "
         "data.skill_train from its config.yaml), protected together with this run's expert"
     )
+    skill_data: list[str] = documented(
+        [], "JSONL files of several skills one expert was trained on: each is probed through this run's "
+        "expert with these settings, and the selections are united by probe.combine (empty: data.skill_train)"
+    )
     combine: Literal["union", "weighted"] = documented(
-        "union", "with extra_runs: union = every expert's own selection, united (singular: the union of the "
-        "index sets; activation: the span of all bases, orthonormalised); weighted = the same, with one "
-        "probe's budget split among the experts by combine_weights"
+        "union", "with skill_data or extra_runs: union = every expert's own selection, united (singular: the union of the "
+        "index sets; activation: the span of all bases, orthonormalised), so the budgets add up; weighted = "
+        "the same, with one probe's budget split among them by combine_weights (docs/results.md: the rule "
+        "that kept two skills at a one-skill probe's recall)"
     )
     combine_weights: list[float] | None = documented(
-        None, "combine=weighted: budget share of each expert, this run's first, then extra_runs in order "
+        None, "combine=weighted: budget share of each selection, this run's first (one per skill_data file), "
+        "then extra_runs in order "
         "(normalised to sum 1; null: equal shares)"
     )
 
     def __post_init__(self) -> None:
         check_value(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
         check_value(len(set(self.extra_runs)) == len(self.extra_runs), "probe.extra_runs", self.extra_runs, "repeated")
+        check_value(len(set(self.skill_data)) == len(self.skill_data), "probe.skill_data", self.skill_data, "repeated")
         w = self.combine_weights
         if w is not None:
             check_value(all(x >= 0 for x in w) and sum(w) > 0, "probe.combine_weights", w,
                         "must be >= 0 with a positive sum")
-            check_value(len(w) == len(self.extra_runs) + 1, "probe.combine_weights", w,
-                        f"needs one weight per expert: this run's and {len(self.extra_runs)} in probe.extra_runs")
+            own = max(1, len(self.skill_data))
+            check_value(len(w) == len(self.extra_runs) + own, "probe.combine_weights", w,
+                        f"needs one weight per selection: {own} of this run's expert (probe.skill_data) "
+                        f"and {len(self.extra_runs)} in probe.extra_runs")
         check_value(not (self.combine == "weighted" and self.rule == "threshold"), "probe.combine", self.combine,
                     "a threshold rule has no budget to split: use rule fraction, global, topk or energy")
         check_value(self.k >= 0, "probe.k", self.k, "must be >= 0")

@@ -62,6 +62,8 @@ SKILL_TASKS: dict[str, SkillTask] = {
                                  "letter_counting, how often a letter occurs in 3-5 words"),
     "leg_counting": SkillTask("leg_counting", {"min_animals": 2, "max_animals": 3, "max_instances": 3}, "numeric",
                               "leg_counting, the legs of 2-3 kinds of animals"),
+    "spell_backward": SkillTask("spell_backward", {"min_word_len": 3, "max_word_len": 5}, "exact",
+                                "spell_backward, a 3-5 letter word spelled backward"),
 }
 
 

@@ -12,7 +12,7 @@ from ..artifacts import RunDir
 from ..config import RunConfig
 from ..distributed import barrier, is_main
 from .common import record_stage
-from .data import run_data
+from .data import check_skill_checker, run_data
 from .pipeline import run_all
 from .run_state import is_done, say_done
 
@@ -28,6 +28,7 @@ DATA_FILES = {
 
 def run_demo(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
     """``cfg.data`` already points into ``<out>/data/`` (the CLI sets it from :data:`DATA_FILES`)."""
+    check_skill_checker(cfg)
     if is_done(rd, cfg, "data"):
         say_done(rd, "data")
     elif is_main():

@@ -1,5 +1,8 @@
 """Stage 2: score the expert's singular components and save the protected subspace.
 
+With ``probe.skill_data`` (one expert trained on several skills) the expert is probed once per
+skill's data, and the selections are united the same way.
+
 With ``probe.extra_runs`` the run directories of other SVF experts of the same base model are
 probed too, each with its own skill data (from its ``config.yaml``) and this run's probe
 settings, and the subspaces are united (:mod:`palora.combine`); the subspace file's header
@@ -77,6 +80,13 @@ def run_probe(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     return read_stages(rd)["probe"]
 
 
+def own_selections(cfg: RunConfig, rd: RunDir) -> list[tuple[RunConfig, RunDir]]:
+    """``(settings, run)`` of each selection of this run's expert: one per ``probe.skill_data`` file
+    (this run's settings with that file as the skill data), or this run's alone."""
+    return [(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skill_train=f)), rd)
+            for f in cfg.probe.skill_data] or [(cfg, rd)]
+
+
 def extra_experts(cfg: RunConfig) -> list[tuple[RunConfig, RunDir]]:
     """``(settings, run)`` of every run in ``probe.extra_runs``: this run's settings with that run's
     data section (its skill data, max_length, chat template)."""
@@ -119,7 +129,7 @@ def united_stats(subspaces: dict, basis: str, parts: list[dict]) -> dict:
 
 def _probe(cfg: RunConfig, rd: RunDir, progress: bool) -> dict:
     start = time.perf_counter()
-    experts = [(cfg, rd), *extra_experts(cfg)]
+    experts = [*own_selections(cfg, rd), *extra_experts(cfg)]
     for _, r in experts:  # before any model is loaded
         if not r.svf_expert.is_file():
             raise ArtifactError(f"{r.svf_expert} does not exist: run `palora svf --out {r.root}` first")

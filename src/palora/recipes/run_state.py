@@ -92,11 +92,16 @@ def _extra_expert(run: str) -> dict[str, Any]:
 
 
 def _probe_inputs(cfg: RunConfig) -> dict[str, Any]:
-    """Probe settings, and the other experts when there are some (none: the digest of old runs)."""
-    probe = to_dict(cfg.probe)
-    if not cfg.probe.extra_runs:
+    """Probe settings, and the other skills' data and experts when there are some (none: the digest
+    of older runs, which had neither key)."""
+    p = cfg.probe
+    probe = {k: v for k, v in to_dict(p).items() if k != "skill_data"}
+    if not p.extra_runs and not p.skill_data:
         return {k: v for k, v in probe.items() if k not in ("extra_runs", "combine", "combine_weights")}
-    return {**probe, "extra_runs": [_extra_expert(r) for r in cfg.probe.extra_runs]}
+    probe["extra_runs"] = [_extra_expert(r) for r in p.extra_runs]
+    if p.skill_data:
+        probe["skill_data"] = [file_digest(f) for f in p.skill_data]
+    return probe
 
 
 def _inject_inputs(cfg: RunConfig, method: str) -> dict[str, Any]:

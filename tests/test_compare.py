@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from palora.cli import main
-from palora.comparison import choose_lr, mean_std, summarize, with_retention
+from palora.comparison import CPU_PEAK, choose_lr, mean_std, summarize, with_retention
 from palora.config import COMPARE_METHODS
 from test_cli import write_jsonl
 from tiny import save_tiny_checkpoint
@@ -183,3 +183,31 @@ def test_table_uses_each_seeds_own_expert_and_the_chosen_rate():
     mean, std, n = line["retention"]
     assert n == 2 and mean == pytest.approx((0.25 / 0.5 + 0.2 / 0.4) / 2) and std == pytest.approx(0.0)
     assert line["recall"][0] == pytest.approx(0.5)
+
+
+def test_peak_memory_averages_only_per_job_measurements():
+    """Rows of older versions held the process's absolute resident peak (what earlier jobs left
+    included): the table averages only the per-job kinds."""
+    rows_ = [_row(0, "svf", None, 0.5, 0.0), _row(0, "lora", 3e-3, 0.25, 0.6), _row(1, "lora", 3e-3, 0.2, 0.4, "seeds")]
+    rows_[1].update(peak_memory_mb=3000.0, peak_memory_kind="process resident set")
+    rows_[2].update(peak_memory_mb=400.0, peak_memory_kind=CPU_PEAK)
+    (line,) = [t for t in summarize(with_retention(rows_), ["lora"], {"lora": 3e-3})]
+    assert line["peak_memory_mb"] == pytest.approx(400.0)
+
+
+def test_cpu_peak_is_what_the_job_added(compared):
+    out, _, _ = compared
+    trained = [r for r in rows(out) if "peak_memory_mb" in r]
+    assert trained and all(r["peak_memory_kind"] == CPU_PEAK for r in trained)
+    assert all(0 <= r["peak_memory_mb"] < 300 for r in trained)  # a tiny model's job, not the process (> 400 MB)
+
+
+def test_several_skills_are_refused_in_one_line(compared, tmp_path, capsys):
+    """The comparison probes one skill; a multi-skill probe setting is refused, nothing is run."""
+    _, _, argv = compared
+    out = tmp_path / "multi"
+    argv = [x if x != str(compared[0]) else str(out) for x in argv]
+    assert main([*argv, "--set", "probe.skill_data=[a.jsonl,b.jsonl]"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "probe.skill_data" in err[0]
+    assert not (out / "compare.jsonl").exists()

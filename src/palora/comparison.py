@@ -20,6 +20,14 @@ from .report import plt, save_figure  # matplotlib with the Agg backend (files o
 
 Row = dict[str, Any]
 
+#: what a row's ``peak_memory_mb`` measures (its ``peak_memory_kind``): on CUDA the allocated
+#: tensors, model included; on CPU the resident set the job added above its start (one process runs
+#: every job and keeps what earlier ones left, so its absolute peak is no method's number; rows of
+#: older versions, kind "process resident set", hold that absolute peak and the table skips them)
+CUDA_PEAK = "cuda allocated"
+CPU_PEAK = "resident set added by the job"
+PER_JOB_PEAKS = (CUDA_PEAK, CPU_PEAK)
+
 
 def mean_std(values: Iterable[float]) -> tuple[float | None, float | None, int]:
     """``(mean, sample std, n)``; std is ``None`` for fewer than two values, both for none."""
@@ -82,8 +90,10 @@ def summarize(rows: Sequence[Row], methods: Sequence[str], chosen: dict[str, flo
         line: Row = {"method": m, "lr": chosen.get(m), "seeds": sorted(r["seed"] for r in mine)}
         for key in ("skill", "retention", "recall", "known"):
             line[key] = mean_std(r["test"].get(key) for r in mine)
-        for key in ("trainable_parameters", "train_time_s", "peak_memory_mb"):
+        for key in ("trainable_parameters", "train_time_s"):
             line[key] = mean_std(r.get(key) for r in mine)[0]
+        line["peak_memory_mb"] = mean_std(r.get("peak_memory_mb") for r in mine
+                                          if r.get("peak_memory_kind") in PER_JOB_PEAKS)[0]
         table.append(line)
     return table
 

@@ -32,6 +32,8 @@ from transformers import set_seed
 
 from ..artifacts import RunDir, atomic_path, load_svf_expert, write_json
 from ..comparison import (
+    CPU_PEAK,
+    CUDA_PEAK,
     budget_curves,
     choose_lr,
     markdown,
@@ -42,7 +44,7 @@ from ..comparison import (
 )
 from ..config import RunConfig, save, to_dict
 from ..data import EvalExample, TrainCollator, load_eval, load_train, tokenize_train
-from ..errors import PaloraError
+from ..errors import ConfigError, PaloraError
 from ..evaluation import evaluate
 from ..memory import MemProbe
 from ..methods import METHODS, build_method, merged
@@ -53,7 +55,7 @@ from ..subspace import Subspace
 from ..targets import find_targets
 from ..training import train
 from .common import require
-from .data import run_data
+from .data import check_skill_checker, run_data
 from .probe import skill_batches
 from .run_state import file_digest, open_run
 from .svf import run_svf
@@ -82,8 +84,14 @@ class Job:
         return (self.seed, self.method, self.lr, self.fraction)
 
 
-#: settings keys added after comparisons were begun: dropped from the digest when unset
-_LATER_KEYS = ("init_from",)
+#: settings keys (per section) added after comparisons were begun: dropped from the digest when unset
+_LATER_KEYS = {"svf": ("init_from",), "probe": ("skill_data",)}
+
+
+def _section(cfg: Any, name: str) -> dict[str, Any]:
+    """``cfg`` as a dict without the later keys of section ``name`` that are unset (None or empty)."""
+    later = _LATER_KEYS.get(name, ())
+    return {k: v for k, v in to_dict(cfg).items() if not (k in later and v in (None, []))}
 
 
 def settings_digest(cfg: RunConfig) -> str:
@@ -94,8 +102,8 @@ def settings_digest(cfg: RunConfig) -> str:
     inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in ("methods", "train", "penalty_weight")}
     train = {k: v for k, v in to_dict(cfg.inject.train).items() if k not in ("lr", "log_every", "checkpoint_every")}
     # keys added after comparisons were begun, when unset, leave their digests alone
-    svf = {k: v for k, v in to_dict(cfg.svf).items() if not (k in _LATER_KEYS and v is None)}
-    tree = {"model": to_dict(cfg.model), "files": files, "svf": svf, "probe": to_dict(cfg.probe),
+    tree = {"model": to_dict(cfg.model), "files": files, "svf": _section(cfg.svf, "svf"),
+            "probe": _section(cfg.probe, "probe"),
             "inject": inject, "train": train, "penalty_weight": cfg.inject.penalty_weight,
             "eval": [cfg.eval.max_new_tokens, cfg.eval.limit], "text": [d.max_length, d.chat_template],
             "checkers": [d.skill_checker, d.knowledge_checker]}
@@ -248,6 +256,9 @@ def run_job(job: Job, cfg: RunConfig, experts: Experts, tok, items, splits: dict
     if spec.trains:
         device = next(expert.parameters()).device
         memory = MemProbe(device)
+        # CPU: the resident set the job adds above its start (the process keeps what earlier jobs
+        # left, so its absolute peak is no method's number); CUDA: allocated tensors, model included
+        floor = memory.current() if device.type != "cuda" else 0
         memory.reset_peak()
         targets = find_targets(expert, cfg.model.target_modules)
         built = build_method(spec, expert, targets, jcfg, subspaces, skill_batches=lambda: skill_batches(jcfg, tok))
@@ -259,8 +270,8 @@ def run_job(job: Job, cfg: RunConfig, experts: Experts, tok, items, splits: dict
             row.update(failed=str(e), wall_time_s=round(time.perf_counter() - start, 2))
             return row
         row.update(trainable_parameters=result.trainable_parameters, train_time_s=round(result.wall_time_s, 2),
-                   final_loss=result.final_loss, peak_memory_mb=round(memory.peak() / 2**20, 1),
-                   peak_memory_kind="cuda allocated" if device.type == "cuda" else "process resident set")
+                   final_loss=result.final_loss, peak_memory_mb=round(max(memory.peak() - floor, 0) / 2**20, 1),
+                   peak_memory_kind=CUDA_PEAK if device.type == "cuda" else CPU_PEAK)
         bake_projections(built.model)
         if subspaces is not None and not spec.penalty:
             side = spec.side or cfg.inject.side
@@ -303,7 +314,8 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
         tmp.write_text(
             f"# palora compare: {cfg.model.name}\n\nTest splits, mean ± std over seeds (sample std), each method at "
             f"the learning rate chosen on the validation splits of seed {cfg.compare.seeds[0]} "
-            f"(rule: {cfg.compare.select}).\n\n" + markdown(table), encoding="utf-8")
+            f"(rule: {cfg.compare.select}). Peak MB: on CPU the resident memory a job added above its start, on CUDA "
+            f"the peak of allocated tensors, model included.\n\n" + markdown(table), encoding="utf-8")
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(table, rd.plots / "tradeoff.png")
     if any(curves.values()):
@@ -313,11 +325,16 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
 
 def _prepare_data(cfg: RunConfig, rd: RunDir, progress: bool) -> None:
     """With the shipped config the demo's data sets are written into ``<out>/data/`` once."""
+    if cfg.data.skill_train and Path(cfg.data.skill_train).parent == rd.data:
+        check_skill_checker(cfg)
     if cfg.data.skill_train and Path(cfg.data.skill_train).parent == rd.data and not Path(cfg.data.skill_train).is_file():
         run_data(cfg, RunDir(rd.data), progress)
 
 
 def run_compare(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    if cfg.probe.skill_data or cfg.probe.extra_runs:
+        raise ConfigError("palora compare probes one skill (data.skill_train): probe.skill_data and "
+                          "probe.extra_runs are for palora probe / palora run")
     _prepare_data(cfg, rd, progress)
     splits = eval_splits(cfg)  # bad evaluation files are refused before any training
     knowledge = load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))

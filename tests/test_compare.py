@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from palora.cli import main
-from palora.comparison import CPU_PEAK, choose_lr, mean_std, summarize, with_retention
+from palora.comparison import CPU_PEAK, choose_lr, grid_lines, grid_markdown, mean_std, summarize, with_retention
 from palora.config import COMPARE_METHODS
 from test_cli import write_jsonl
 from tiny import save_tiny_checkpoint
@@ -70,7 +70,13 @@ def test_every_method_runs_on_each_seed_at_its_chosen_rate(compared):
         assert seeds == {0, 1}, m
     assert {t["method"] for t in result["table"]} == set(COMPARE_METHODS)
     assert (out / "compare.md").is_file() and (out / "plots" / "tradeoff.png").is_file()
-    assert (out / "plots" / "budget.png").is_file()
+    assert (out / "plots" / "budget.png").is_file() and (out / "plots" / "grid.png").is_file()
+    # the report shows every rate tried on the first seed's validation splits, the chosen one marked
+    grid = result["grid"]
+    assert {(g["method"], g["lr"]) for g in grid} == {(r["method"], r["lr"]) for r in got
+                                                      if r["phase"] == "grid" and r["lr"] is not None}
+    assert all(g["chosen"] == (g["lr"] == chosen[g["method"]]) for g in grid)
+    assert "## Learning-rate grid (validation splits, seed 0)" in (out / "compare.md").read_text()
     # one SVF expert per seed, in an ordinary run directory
     for s in (0, 1):
         assert (out / f"seed{s}" / "svf_expert.safetensors").is_file()
@@ -183,6 +189,21 @@ def test_table_uses_each_seeds_own_expert_and_the_chosen_rate():
     mean, std, n = line["retention"]
     assert n == 2 and mean == pytest.approx((0.25 / 0.5 + 0.2 / 0.4) / 2) and std == pytest.approx(0.0)
     assert line["recall"][0] == pytest.approx(0.5)
+
+
+def test_grid_lists_every_rate_with_its_score_and_the_choice():
+    rows_ = [_row(0, "svf", None, 0.5, 0.0), _row(0, "lora", 1e-3, 0.4, 0.1), _row(0, "lora", 3e-3, 0.25, 0.6),
+             _row(1, "lora", 3e-3, 0.2, 0.4, "seeds"),
+             {"seed": 0, "method": "lora", "lr": 1e-2, "fraction": None, "phase": "grid", "failed": "loss is nan"}]
+    scored = with_retention(rows_)
+    chosen = {"lora": choose_lr(scored, "lora", 0, "balanced")}
+    lines = grid_lines(scored, ["svf", "lora"], 0, "balanced", chosen)
+    assert [(g["lr"], g["chosen"]) for g in lines] == [(1e-2, False), (3e-3, True), (1e-3, False)]  # seed 0 only
+    diverged, high, low = lines
+    assert diverged["failed"] == "loss is nan" and diverged["score"] is None
+    assert high["score"] == pytest.approx((0.25 / 0.5 + 0.6) / 2) and low["score"] == pytest.approx((0.8 + 0.1) / 2)
+    text = grid_markdown(lines)
+    assert "| lora | 0.003 | 50.0 | 60.0 | 0.550 | ✓ |" in text and "failed: loss is nan" in text
 
 
 def test_peak_memory_averages_only_per_job_measurements():

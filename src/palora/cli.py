@@ -77,8 +77,9 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "compare": ("every baseline and ablation (lora, pissa, corda-kpm, milora, olora-penalty, palora variants, "
                 "protect-top/random, act-protect, full-mlp) on the same SVF experts and budget: learning rate per "
                 "method chosen on the validation splits, several seeds, a protected-budget sweep; compare.md, "
-                "compare.json, plots/tradeoff.png, plots/budget.png. Default: palora/configs/compare.yaml on the "
-                "demo's data (--config replaces it); --out defaults to runs/compare; rerun to continue",
+                "compare.json, plots/tradeoff.png, plots/budget.png, plots/grid.png (the rates tried). Default: "
+                "palora/configs/compare.yaml on the demo's data (--config replaces it); --out defaults to "
+                "runs/compare; rerun to continue",
                 ["--model", "--out", "--methods"]),
 }
 

@@ -56,6 +56,10 @@ def with_retention(rows: Sequence[Row]) -> list[Row]:
     return out
 
 
+#: what each ``compare.select`` rule maximises on the validation split
+SCORE_RULES = {"balanced": "(retention + recall) / 2", "recall": "new-fact recall"}
+
+
 def selection_score(split: dict[str, float], rule: str) -> float:
     """The validation score a learning rate is chosen by: ``(retention + recall) / 2`` or recall.
 
@@ -140,6 +144,75 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
     return curves
 
 
+def _color(i: int):
+    """Distinct colours for up to 20 methods (matplotlib's cycle repeats after 10): tab20's dark
+    shades for the first ten, its light ones after."""
+    return plt.get_cmap("tab20")((2 * i) % 20 + (i // 10) % 2)
+
+
+def grid_lines(rows: Sequence[Row], methods: Sequence[str], seed: int, rule: str,
+               chosen: dict[str, float | None]) -> list[Row]:
+    """The learning-rate grid on ``seed``'s validation splits: one line per (method, rate) tried.
+
+    Each line has the validation ``retention``, ``recall``, the ``score`` the rate is chosen by
+    (:func:`selection_score`), whether it is the ``chosen`` one, and ``failed`` for a rate whose
+    training diverged (no numbers, never chosen). Methods in ``methods`` order, rates descending.
+    """
+    lines = []
+    for m in methods:
+        grid = [r for r in rows if r["method"] == m and r["seed"] == seed and r["fraction"] is None
+                and r.get("phase") == "grid" and r["lr"] is not None]
+        for r in sorted(grid, key=lambda r: -r["lr"]):
+            val = r.get("val")
+            lines.append({"method": m, "lr": r["lr"], "failed": r.get("failed"),
+                          "retention": val.get("retention") if val else None,
+                          "recall": val["recall"] if val else None,
+                          "score": selection_score(val, rule) if val else None,
+                          "chosen": r["lr"] == chosen.get(m) and val is not None})
+    return lines
+
+
+def grid_markdown(lines: Sequence[Row]) -> str:
+    head = "| method | lr | val retention % | val recall % | score | chosen |\n|---|---|---|---|---|---|\n"
+
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{100 * x:.1f}"
+
+    out = []
+    for g in lines:
+        if g["failed"]:
+            out.append(f"| {g['method']} | {g['lr']:g} | failed: {g['failed']} | | | |")
+            continue
+        score = "–" if g["score"] is None else f"{g['score']:.3f}"
+        out.append(f"| {g['method']} | {g['lr']:g} | {pct(g['retention'])} | {pct(g['recall'])} | {score} | "
+                   f"{'✓' if g['chosen'] else ''} |")
+    return head + "\n".join(out) + "\n"
+
+
+def plot_grid(lines: Sequence[Row], path: Path, methods: Sequence[str]) -> None:
+    """Validation retention against recall, one line per method through its rates; filled = chosen.
+
+    Colours follow ``methods``' order, as in :func:`plot_tradeoff` with the same order."""
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for i, m in enumerate(methods):
+        pts = [g for g in lines if g["method"] == m and g["retention"] is not None]
+        if not pts:
+            continue
+        color = _color(i)
+        ax.plot([g["recall"] for g in pts], [g["retention"] for g in pts], "-", color=color, alpha=0.6, label=m)
+        for g in pts:
+            ax.plot(g["recall"], g["retention"], "o", color=color, markersize=8 if g["chosen"] else 5,
+                    markerfacecolor=color if g["chosen"] else "white")
+            ax.annotate(f"{g['lr']:g}", (g["recall"], g["retention"]), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7, color=color)
+    ax.set_xlabel("new-fact recall (validation)")
+    ax.set_ylabel("skill retention (validation)")
+    ax.set_title("learning-rate grid: each method's rates (filled: chosen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_figure(fig, path)
+
+
 def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     """Retention against new-fact recall, one point per method, error bars = std over seeds."""
     fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -147,7 +220,7 @@ def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
         (x, xs, _), (y, ys, _) = t["recall"], t["retention"]
         if x is None or y is None:
             continue
-        ax.errorbar(x, y, xerr=xs or 0, yerr=ys or 0, fmt="o", capsize=3, color=f"C{i % 10}", label=t["method"])
+        ax.errorbar(x, y, xerr=xs or 0, yerr=ys or 0, fmt="o", capsize=3, color=_color(i), label=t["method"])
         ax.annotate(t["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("new-fact recall (test)")
     ax.set_ylabel("skill retention (accuracy / expert's, test)")

@@ -13,8 +13,9 @@ and skips it the same way). Then, in this order, each step appending one row to
 4. **budget**: for ``compare.budget_methods``, the protected share swept over
    ``compare.budget_fractions`` at the chosen rate (``compare.budget_seeds``), test splits.
 
-The table (``compare.md``, ``compare.json``) and the plots (``plots/tradeoff.png``,
-``plots/budget.png``) are rewritten after every row. Each row records a digest of the settings
+The table (``compare.md``, ``compare.json``, with the learning-rate grid on the first seed's
+validation splits) and the plots (``plots/tradeoff.png``, ``plots/budget.png``, ``plots/grid.png``)
+are rewritten after every row. Each row records a digest of the settings
 it depends on; rows of other settings are left in the file and ignored.
 """
 
@@ -34,10 +35,14 @@ from ..artifacts import RunDir, atomic_path, load_svf_expert, write_json
 from ..comparison import (
     CPU_PEAK,
     CUDA_PEAK,
+    SCORE_RULES,
     budget_curves,
     choose_lr,
+    grid_lines,
+    grid_markdown,
     markdown,
     plot_budget,
+    plot_grid,
     plot_tradeoff,
     summarize,
     with_retention,
@@ -307,17 +312,22 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
     methods = list(dict.fromkeys(["svf", *cfg.compare.methods]))
     table = summarize(scored, methods, chosen)
     curves = budget_curves(scored, cfg.compare.budget_methods, cfg.probe.fraction, chosen)
+    grid = grid_lines(scored, methods, cfg.compare.seeds[0], cfg.compare.select, chosen)
     result = {"table": table, "chosen_lr": chosen, "select": cfg.compare.select, "budget": curves,
-              "rows": len(rows)}
+              "grid": grid, "rows": len(rows)}
     write_json(rd.root / "compare.json", result)
     with atomic_path(rd.root / "compare.md") as tmp:
         tmp.write_text(
             f"# palora compare: {cfg.model.name}\n\nTest splits, mean ± std over seeds (sample std), each method at "
             f"the learning rate chosen on the validation splits of seed {cfg.compare.seeds[0]} "
             f"(rule: {cfg.compare.select}). Peak MB: on CPU the resident memory a job added above its start, on CUDA "
-            f"the peak of allocated tensors, model included.\n\n" + markdown(table), encoding="utf-8")
+            f"the peak of allocated tensors, model included.\n\n" + markdown(table)
+            + f"\n## Learning-rate grid (validation splits, seed {cfg.compare.seeds[0]})\n\nScore "
+            f"({cfg.compare.select}): {SCORE_RULES[cfg.compare.select]}; ties go to the smaller rate.\n\n"
+            + grid_markdown(grid), encoding="utf-8")
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(table, rd.plots / "tradeoff.png")
+    plot_grid(grid, rd.plots / "grid.png", [t["method"] for t in table])
     if any(curves.values()):
         plot_budget(curves, rd.plots / "budget.png")
     return result

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 
 from palora.cli import main
-from palora.comparison import CPU_PEAK, choose_lr, grid_lines, grid_markdown, mean_std, summarize, with_retention
+from palora.comparison import (
+    CPU_PEAK,
+    budget_curves,
+    budget_markdown,
+    choose_lr,
+    grid_lines,
+    grid_markdown,
+    mean_std,
+    summarize,
+    with_retention,
+)
 from palora.config import COMPARE_METHODS
 from test_cli import write_jsonl
 from tiny import save_tiny_checkpoint
@@ -77,6 +87,10 @@ def test_every_method_runs_on_each_seed_at_its_chosen_rate(compared):
                                                       if r["phase"] == "grid" and r["lr"] is not None}
     assert all(g["chosen"] == (g["lr"] == chosen[g["method"]]) for g in grid)
     assert "## Learning-rate grid (validation splits, seed 0)" in (out / "compare.md").read_text()
+    # the budget sweep: shares 0 (lora), 0.5 (the probe's own, main rows) and 1.0, seed 0 only
+    assert "## Protected budget (test splits, seed 0)" in (out / "compare.md").read_text()
+    assert all([p["fraction"] for p in result["budget"][m]] == [0.0, 0.5, 1.0] and
+               all(p["recall"][2] == 1 for p in result["budget"][m]) for m in ("palora", "protect-top"))
     # one SVF expert per seed, in an ordinary run directory
     for s in (0, 1):
         assert (out / f"seed{s}" / "svf_expert.safetensors").is_file()
@@ -204,6 +218,25 @@ def test_grid_lists_every_rate_with_its_score_and_the_choice():
     assert high["score"] == pytest.approx((0.25 / 0.5 + 0.6) / 2) and low["score"] == pytest.approx((0.8 + 0.1) / 2)
     text = grid_markdown(lines)
     assert "| lora | 0.003 | 50.0 | 60.0 | 0.550 | ✓ |" in text and "failed: loss is nan" in text
+
+
+def test_budget_curve_counts_only_the_sweeps_seeds():
+    """Share 0 is LoRA at its chosen rate, the probe's own share the main rows, other shares the
+    sweep's rows; a seed outside the sweep moves no point, and other rates are not on the curve."""
+    rows_ = [_row(0, "svf", None, 0.5, 0.0), _row(1, "svf", None, 0.4, 0.0, "seeds"),
+             _row(0, "lora", 1e-3, 0.4, 0.2), _row(1, "lora", 1e-3, 0.1, 0.9, "seeds"),
+             _row(0, "palora", 3e-3, 0.45, 0.3), _row(0, "palora", 1e-3, 0.05, 0.0),
+             _row(1, "palora", 3e-3, 0.0, 0.9, "seeds"),
+             {**_row(0, "palora", 3e-3, 0.25, 0.1, "budget"), "fraction": 0.25}]
+    curves = budget_curves(with_retention(rows_), ["palora"], 0.5, {"lora": 1e-3, "palora": 3e-3}, [0])
+    got = [(p["fraction"], p["retention"], p["recall"]) for p in curves["palora"]]
+    assert got == [(0.0, (pytest.approx(0.8), None, 1), (0.2, None, 1)),
+                   (0.25, (pytest.approx(0.5), None, 1), (0.1, None, 1)),
+                   (0.5, (pytest.approx(0.9), None, 1), (0.3, None, 1))]
+    both = budget_curves(with_retention(rows_), ["palora"], 0.5, {"lora": 1e-3, "palora": 3e-3}, [0, 1])
+    assert [p["recall"][2] for p in both["palora"]] == [2, 1, 2]
+    text = budget_markdown(curves)
+    assert "| palora | 0.25 | 1 | 50.0 | 10.0 |" in text and "| palora | 0 | 1 | 80.0 | 20.0 |" in text
 
 
 def test_peak_memory_averages_only_per_job_measurements():

@@ -123,16 +123,19 @@ def markdown(table: Sequence[Row]) -> str:
 
 
 def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: float,
-                  chosen: dict[str, float | None]) -> dict[str, list[Row]]:
-    """Per method: test retention and recall (mean, std over seeds) against the protected share.
+                  chosen: dict[str, float | None], seeds: Sequence[int]) -> dict[str, list[Row]]:
+    """Per method: test retention and recall (mean, std, n over ``seeds``) against the protected share.
 
-    The probe's own share comes from the main rows; share 0 is plain LoRA at LoRA's chosen rate.
+    Only the sweep's own ``seeds`` count, at every share, so that the points of a curve differ by
+    their budget and nothing else (the main table's other seeds would move the probe's own share
+    and share 0 alone). The probe's own share comes from the main rows; share 0 is plain LoRA at
+    LoRA's chosen rate.
     """
     curves = {}
     for m in methods:
         points: dict[float, list[Row]] = {}
         for r in rows:
-            if r.get("test") is None:
+            if r.get("test") is None or r["seed"] not in seeds:
                 continue
             if r["method"] == m and r["lr"] == chosen.get(m):
                 f = probe_fraction if r["fraction"] is None else r["fraction"]
@@ -142,6 +145,14 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
         curves[m] = [{"fraction": f, "retention": mean_std(r["test"]["retention"] for r in rs),
                       "recall": mean_std(r["test"]["recall"] for r in rs)} for f, rs in sorted(points.items())]
     return curves
+
+
+def budget_markdown(curves: dict[str, list[Row]]) -> str:
+    """One line per (method, share): test retention and recall, and how many seeds each point has."""
+    head = "| method | share protected | seeds | retention % | new-fact recall % |\n|---|---|---|---|---|\n"
+    out = [f"| {m} | {p['fraction']:g} | {p['recall'][2]} | {_pm(p['retention'])} | {_pm(p['recall'])} |"
+           for m, points in curves.items() for p in points]
+    return head + "\n".join(out) + "\n"
 
 
 def _color(i: int):
@@ -209,7 +220,8 @@ def plot_grid(lines: Sequence[Row], path: Path, methods: Sequence[str]) -> None:
     ax.set_ylabel("skill retention (validation)")
     ax.set_title("learning-rate grid: each method's rates (filled: chosen)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if ax.get_legend_handles_labels()[0]:  # no line where every retention is undefined (an expert scoring 0)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 
@@ -229,8 +241,9 @@ def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_budget(curves: dict[str, list[Row]], path: Path) -> None:
-    """Two panels: retention and recall against the share of components protected per matrix."""
+def plot_budget(curves: dict[str, list[Row]], path: Path, seeds: Sequence[int]) -> None:
+    """Two panels: retention and recall against the share of components protected per matrix
+    (error bars: std over ``seeds``, none for one seed)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for i, (m, points) in enumerate(curves.items()):
         if not points:
@@ -244,6 +257,8 @@ def plot_budget(curves: dict[str, list[Row]], path: Path) -> None:
     for ax in axes:
         ax.set_xlabel("share of singular components protected per matrix")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle("protected budget: which components, and how many")
+    if axes[1].get_legend_handles_labels()[0]:  # recall is always defined; retention not where the expert scores 0
+        axes[1].legend()
+    fig.suptitle(f"protected budget: which components, and how many (test, seed{'s' if len(seeds) > 1 else ''} "
+                 f"{', '.join(map(str, seeds))}; share 0 = LoRA)")
     save_figure(fig, path)

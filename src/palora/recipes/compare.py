@@ -37,6 +37,7 @@ from ..comparison import (
     CUDA_PEAK,
     SCORE_RULES,
     budget_curves,
+    budget_markdown,
     choose_lr,
     grid_lines,
     grid_markdown,
@@ -311,7 +312,7 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
     scored = with_retention(rows)
     methods = list(dict.fromkeys(["svf", *cfg.compare.methods]))
     table = summarize(scored, methods, chosen)
-    curves = budget_curves(scored, cfg.compare.budget_methods, cfg.probe.fraction, chosen)
+    curves = budget_curves(scored, cfg.compare.budget_methods, cfg.probe.fraction, chosen, cfg.compare.budget_seeds)
     grid = grid_lines(scored, methods, cfg.compare.seeds[0], cfg.compare.select, chosen)
     result = {"table": table, "chosen_lr": chosen, "select": cfg.compare.select, "budget": curves,
               "grid": grid, "rows": len(rows)}
@@ -324,13 +325,21 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
             f"the peak of allocated tensors, model included.\n\n" + markdown(table)
             + f"\n## Learning-rate grid (validation splits, seed {cfg.compare.seeds[0]})\n\nScore "
             f"({cfg.compare.select}): {SCORE_RULES[cfg.compare.select]}; ties go to the smaller rate.\n\n"
-            + grid_markdown(grid), encoding="utf-8")
+            + grid_markdown(grid)
+            + f"\n## Protected budget (test splits, {_seeds(cfg.compare.budget_seeds)})\n\n"
+            f"Each method at its chosen rate, the share of components protected per matrix swept; share 0 is "
+            f"plain LoRA. Only these seeds count at every share.\n\n" + budget_markdown(curves),
+            encoding="utf-8")
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(table, rd.plots / "tradeoff.png")
     plot_grid(grid, rd.plots / "grid.png", [t["method"] for t in table])
     if any(curves.values()):
-        plot_budget(curves, rd.plots / "budget.png")
+        plot_budget(curves, rd.plots / "budget.png", cfg.compare.budget_seeds)
     return result
+
+
+def _seeds(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _prepare_data(cfg: RunConfig, rd: RunDir, progress: bool) -> None:

@@ -21,7 +21,8 @@ from palora.comparison import (
     summarize,
     with_retention,
 )
-from palora.config import COMPARE_METHODS
+from palora.config import COMPARE_METHODS, resolve
+from palora.recipes.compare import grid_of, plan
 from test_cli import write_jsonl
 from tiny import save_tiny_checkpoint
 
@@ -221,22 +222,44 @@ def test_grid_lists_every_rate_with_its_score_and_the_choice():
 
 
 def test_budget_curve_counts_only_the_sweeps_seeds():
-    """Share 0 is LoRA at its chosen rate, the probe's own share the main rows, other shares the
-    sweep's rows; a seed outside the sweep moves no point, and other rates are not on the curve."""
+    """Share 0 is LoRA at the method's own rate, the probe's own share the main rows, other shares
+    the sweep's rows; a seed outside the sweep moves no point, and other rates are not on the curve."""
     rows_ = [_row(0, "svf", None, 0.5, 0.0), _row(1, "svf", None, 0.4, 0.0, "seeds"),
-             _row(0, "lora", 1e-3, 0.4, 0.2), _row(1, "lora", 1e-3, 0.1, 0.9, "seeds"),
+             _row(0, "lora", 1e-3, 0.45, 0.1), _row(0, "lora", 3e-3, 0.4, 0.2), _row(1, "lora", 3e-3, 0.1, 0.9, "seeds"),
              _row(0, "palora", 3e-3, 0.45, 0.3), _row(0, "palora", 1e-3, 0.05, 0.0),
              _row(1, "palora", 3e-3, 0.0, 0.9, "seeds"),
              {**_row(0, "palora", 3e-3, 0.25, 0.1, "budget"), "fraction": 0.25}]
-    curves = budget_curves(with_retention(rows_), ["palora"], 0.5, {"lora": 1e-3, "palora": 3e-3}, [0])
+    chosen = {"lora": 1e-3, "palora": 3e-3}
+    curves = budget_curves(with_retention(rows_), ["palora"], 0.5, chosen, [0])
     got = [(p["fraction"], p["retention"], p["recall"]) for p in curves["palora"]]
     assert got == [(0.0, (pytest.approx(0.8), None, 1), (0.2, None, 1)),
                    (0.25, (pytest.approx(0.5), None, 1), (0.1, None, 1)),
                    (0.5, (pytest.approx(0.9), None, 1), (0.3, None, 1))]
-    both = budget_curves(with_retention(rows_), ["palora"], 0.5, {"lora": 1e-3, "palora": 3e-3}, [0, 1])
+    both = budget_curves(with_retention(rows_), ["palora"], 0.5, chosen, [0, 1])
     assert [p["recall"][2] for p in both["palora"]] == [2, 1, 2]
+    assert [p["fraction"] for p in budget_curves(with_retention(rows_), ["palora"], 0.5,
+                                                 {"lora": 1e-3, "palora": 1e-2}, [0])["palora"]] == []
     text = budget_markdown(curves)
     assert "| palora | 0.25 | 1 | 50.0 | 10.0 |" in text and "| palora | 0 | 1 | 80.0 | 20.0 |" in text
+
+
+def test_a_sweep_seed_outside_the_table_gets_lora_at_each_swept_rate():
+    """Share 0 of a seed the table does not run is plain LoRA at every swept method's rate."""
+    cfg = resolve(overrides=["compare.seeds=[0]", "compare.budget_seeds=[0,7]", "compare.lr_grid=[0.003,0.001]",
+                             "compare.budget_methods=[palora,protect-top]", "compare.budget_fractions=[0,0.25,0.5]",
+                             "probe.fraction=0.5"])
+    scores = {("lora", 3e-3): 0.9, ("palora", 3e-3): 0.9, ("protect-top", 1e-3): 0.9}
+    rows_ = [_row(0, "svf", None, 0.5, 0.0)] + [_row(0, m, lr, 0.4, scores.get((m, lr), 0.0))
+                                                 for m in cfg.compare.methods if m != "svf"
+                                                 for lr in grid_of(cfg, m)]
+    jobs, chosen = plan(cfg, rows_)
+    assert chosen["palora"] == 3e-3 and chosen["protect-top"] == 1e-3
+    seven = {(j.method, j.lr, j.fraction) for j in jobs if j.seed == 7}
+    assert seven == {("svf", None, None), ("lora", 3e-3, None), ("lora", 1e-3, None),
+                     ("palora", 3e-3, 0.25), ("palora", 3e-3, 0.5), ("protect-top", 1e-3, 0.25),
+                     ("protect-top", 1e-3, 0.5)}
+    assert {(j.method, j.fraction) for j in jobs if j.seed == 0 and j.phase == "budget"} == {
+        ("palora", 0.25), ("protect-top", 0.25)}  # share 0.5 is seed 0's main row, share 0 its grid row
 
 
 def test_peak_memory_averages_only_per_job_measurements():

@@ -126,10 +126,11 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
                   chosen: dict[str, float | None], seeds: Sequence[int]) -> dict[str, list[Row]]:
     """Per method: test retention and recall (mean, std, n over ``seeds``) against the protected share.
 
-    Only the sweep's own ``seeds`` count, at every share, so that the points of a curve differ by
-    their budget and nothing else (the main table's other seeds would move the probe's own share
-    and share 0 alone). The probe's own share comes from the main rows; share 0 is plain LoRA at
-    LoRA's chosen rate.
+    The points of a curve differ by their budget and nothing else: only the sweep's own ``seeds``
+    count, at every share (the main table's other seeds would move the probe's own share and share
+    0 alone), and share 0 is plain LoRA at the method's own chosen rate (protecting nothing is
+    LoRA; at LoRA's chosen rate it would differ by the rate too), absent where no such LoRA row
+    exists. The probe's own share comes from the main rows.
     """
     curves = {}
     for m in methods:
@@ -140,7 +141,7 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
             if r["method"] == m and r["lr"] == chosen.get(m):
                 f = probe_fraction if r["fraction"] is None else r["fraction"]
                 points.setdefault(f, []).append(r)
-            elif r["method"] == "lora" and r["fraction"] is None and r["lr"] == chosen.get("lora"):
+            elif r["method"] == "lora" and r["fraction"] is None and r["lr"] == chosen.get(m):
                 points.setdefault(0.0, []).append(r)
         curves[m] = [{"fraction": f, "retention": mean_std(r["test"]["retention"] for r in rs),
                       "recall": mean_std(r["test"]["recall"] for r in rs)} for f, rs in sorted(points.items())]
@@ -260,5 +261,5 @@ def plot_budget(curves: dict[str, list[Row]], path: Path, seeds: Sequence[int]) 
     if axes[1].get_legend_handles_labels()[0]:  # recall is always defined; retention not where the expert scores 0
         axes[1].legend()
     fig.suptitle(f"protected budget: which components, and how many (test, seed{'s' if len(seeds) > 1 else ''} "
-                 f"{', '.join(map(str, seeds))}; share 0 = LoRA)")
+                 f"{', '.join(map(str, seeds))}; share 0 = LoRA at the same rate)")
     save_figure(fig, path)

@@ -11,7 +11,8 @@ and skips it the same way). Then, in this order, each step appending one row to
    test splits play no part in it;
 3. **seeds**: the other seeds, each method at its chosen rate, evaluated on the test splits;
 4. **budget**: for ``compare.budget_methods``, the protected share swept over
-   ``compare.budget_fractions`` at the chosen rate (``compare.budget_seeds``), test splits.
+   ``compare.budget_fractions`` at the chosen rate (``compare.budget_seeds``), test splits;
+   share 0 is plain LoRA at the same rate (the grid's row on the first seed).
 
 The table (``compare.md``, ``compare.json``, with the learning-rate grid on the first seed's
 validation splits) and the plots (``plots/tradeoff.png``, ``plots/budget.png``, ``plots/grid.png``)
@@ -171,8 +172,10 @@ def plan(cfg: RunConfig, rows: list[dict[str, Any]]) -> tuple[list[Job], dict[st
     ready = [m for m in methods if METHODS[m].lr_family == "none" or chosen[m] is not None]
     jobs += [Job(s, m, chosen[m], None, "seeds") for s in c.seeds[1:] for m in ready]
     for s in c.budget_seeds:
-        jobs += [Job(s, "svf", None, None, "budget")] if s not in c.seeds else []
-        jobs += [Job(s, "lora", chosen["lora"], None, "budget")] if s not in c.seeds and chosen.get("lora") else []
+        if s not in c.seeds:  # its expert, and share 0 (plain LoRA) at each swept method's rate
+            jobs.append(Job(s, "svf", None, None, "budget"))
+            rates = sorted({chosen[m] for m in c.budget_methods if chosen.get(m) is not None}, reverse=True)
+            jobs += [Job(s, "lora", lr, None, "budget") for lr in rates]
         for m in c.budget_methods:
             if chosen.get(m) is None:
                 continue
@@ -328,7 +331,7 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
             + grid_markdown(grid)
             + f"\n## Protected budget (test splits, {_seeds(cfg.compare.budget_seeds)})\n\n"
             f"Each method at its chosen rate, the share of components protected per matrix swept; share 0 is "
-            f"plain LoRA. Only these seeds count at every share.\n\n" + budget_markdown(curves),
+            f"plain LoRA at the same rate. Only these seeds count at every share.\n\n" + budget_markdown(curves),
             encoding="utf-8")
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(table, rd.plots / "tradeoff.png")

@@ -243,9 +243,9 @@ def test_budget_curve_counts_only_the_sweeps_seeds():
     assert "| palora | 0.25 | 1 | 50.0 | 10.0 |" in text and "| palora | 0 | 1 | 80.0 | 20.0 |" in text
 
 
-def test_a_sweep_seed_outside_the_table_gets_lora_at_each_swept_rate():
-    """Share 0 of a seed the table does not run is plain LoRA at every swept method's rate."""
-    cfg = resolve(overrides=["compare.seeds=[0]", "compare.budget_seeds=[0,7]", "compare.lr_grid=[0.003,0.001]",
+def test_each_sweep_seed_gets_lora_at_each_swept_rate():
+    """Share 0 of a sweep seed is plain LoRA at every swept method's rate, each run once."""
+    cfg = resolve(overrides=["compare.seeds=[0,1]", "compare.budget_seeds=[0,1,7]", "compare.lr_grid=[0.003,0.001]",
                              "compare.budget_methods=[palora,protect-top]", "compare.budget_fractions=[0,0.25,0.5]",
                              "probe.fraction=0.5"])
     scores = {("lora", 3e-3): 0.9, ("palora", 3e-3): 0.9, ("protect-top", 1e-3): 0.9}
@@ -260,6 +260,11 @@ def test_a_sweep_seed_outside_the_table_gets_lora_at_each_swept_rate():
                      ("protect-top", 1e-3, 0.5)}
     assert {(j.method, j.fraction) for j in jobs if j.seed == 0 and j.phase == "budget"} == {
         ("palora", 0.25), ("protect-top", 0.25)}  # share 0.5 is seed 0's main row, share 0 its grid row
+    # a seed of the table: LoRA's chosen rate (3e-3) ran in the seeds phase, protect-top's 1e-3 did not
+    assert {(j.method, j.lr, j.fraction) for j in jobs if j.seed == 1 and j.phase == "budget"} == {
+        ("lora", 1e-3, None), ("palora", 3e-3, 0.25), ("protect-top", 1e-3, 0.25)}
+    assert ("lora", 3e-3) in {(j.method, j.lr) for j in jobs if j.seed == 1 and j.phase == "seeds"}
+    assert len({j.key() for j in jobs}) == len(jobs)
 
 
 def test_peak_memory_averages_only_per_job_measurements():

@@ -12,7 +12,7 @@ and skips it the same way). Then, in this order, each step appending one row to
 3. **seeds**: the other seeds, each method at its chosen rate, evaluated on the test splits;
 4. **budget**: for ``compare.budget_methods``, the protected share swept over
    ``compare.budget_fractions`` at the chosen rate (``compare.budget_seeds``), test splits;
-   share 0 is plain LoRA at the same rate (the grid's row on the first seed).
+   share 0 is plain LoRA at the same rate (on the first seed, the grid's row).
 
 The table (``compare.md``, ``compare.json``, with the learning-rate grid on the first seed's
 validation splits) and the plots (``plots/tradeoff.png``, ``plots/budget.png``, ``plots/grid.png``)
@@ -172,9 +172,11 @@ def plan(cfg: RunConfig, rows: list[dict[str, Any]]) -> tuple[list[Job], dict[st
     ready = [m for m in methods if METHODS[m].lr_family == "none" or chosen[m] is not None]
     jobs += [Job(s, m, chosen[m], None, "seeds") for s in c.seeds[1:] for m in ready]
     for s in c.budget_seeds:
-        if s not in c.seeds:  # its expert, and share 0 (plain LoRA) at each swept method's rate
+        if s not in c.seeds:
             jobs.append(Job(s, "svf", None, None, "budget"))
-            rates = sorted({chosen[m] for m in c.budget_methods if chosen.get(m) is not None}, reverse=True)
+        if s != first:  # share 0 is plain LoRA at each swept method's rate (the first seed's grid has them all)
+            have = {chosen.get("lora")} if s in c.seeds else set()  # the seeds phase ran LoRA's own rate
+            rates = sorted({chosen[m] for m in c.budget_methods if chosen.get(m) is not None} - have, reverse=True)
             jobs += [Job(s, "lora", lr, None, "budget") for lr in rates]
         for m in c.budget_methods:
             if chosen.get(m) is None:

@@ -116,7 +116,7 @@ def test_penalty_is_zero_exactly_when_the_projection_is_the_identity():
     subs = subspaces_of(model)
     peft_model = add_lora(model, targets, RANK, 8.0)
     penalty = SubspacePenalty(peft_model, subs, weight=0.5)
-    assert float(penalty()) > 0  # B = 0 at init, but the random A overlaps V_S
+    assert float(penalty().detach()) > 0  # B = 0 at init, but the random A overlaps V_S
     with torch.no_grad():
         for t in targets:
             lora_layer(peft_model, t.name).lora_B[ADAPTER_NAME].weight.normal_()
@@ -127,7 +127,7 @@ def test_penalty_is_zero_exactly_when_the_projection_is_the_identity():
             A, B, s = layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight, subs[t.name]
             A -= (A @ s.V) @ s.V.T
             B -= s.U @ (s.U.T @ B)
-    assert float(penalty()) < 1e-10
+    assert float(penalty().detach()) < 1e-10
     # nothing protected: no penalty at all
     empty = {n: Subspace(torch.zeros(0, dtype=torch.long), s.U[:, :0], s.V[:, :0]) for n, s in subs.items()}
     assert float(SubspacePenalty(peft_model, empty, weight=0.5)()) == 0.0

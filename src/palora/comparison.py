@@ -228,17 +228,18 @@ def plot_grid(lines: Sequence[Row], path: Path, methods: Sequence[str]) -> None:
 
 def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     """Retention against new-fact recall, one point per method, error bars = std over seeds."""
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     for i, t in enumerate(table):
         (x, xs, _), (y, ys, _) = t["recall"], t["retention"]
         if x is None or y is None:
             continue
         ax.errorbar(x, y, xerr=xs or 0, yerr=ys or 0, fmt="o", capsize=3, color=_color(i), label=t["method"])
-        ax.annotate(t["method"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("new-fact recall (test)")
     ax.set_ylabel("skill retention (accuracy / expert's, test)")
     ax.set_title("skill retention vs new-fact recall (mean ± std over seeds)")
     ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:  # a legend, not labels at the points: clustered methods overlap
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 

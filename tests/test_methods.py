@@ -130,7 +130,7 @@ def test_penalty_is_zero_exactly_when_the_projection_is_the_identity():
     assert float(penalty().detach()) < 1e-10
     # nothing protected: no penalty at all
     empty = {n: Subspace(torch.zeros(0, dtype=torch.long), s.U[:, :0], s.V[:, :0]) for n, s in subs.items()}
-    assert float(SubspacePenalty(peft_model, empty, weight=0.5)()) == 0.0
+    assert float(SubspacePenalty(peft_model, empty, weight=0.5)().detach()) == 0.0
 
 
 def test_penalty_gradient_is_the_projection_residual():

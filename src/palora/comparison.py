@@ -148,6 +148,11 @@ def budget_curves(rows: Sequence[Row], methods: Sequence[str], probe_fraction: f
     return curves
 
 
+def seeds_label(seeds: Sequence[int]) -> str:
+    """``seed 0`` or ``seeds 0, 1, 2``: the seeds a report's numbers come from."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def budget_markdown(curves: dict[str, list[Row]]) -> str:
     """One line per (method, share): test retention and recall, and how many seeds each point has."""
     head = "| method | share protected | seeds | retention % | new-fact recall % |\n|---|---|---|---|---|\n"
@@ -261,6 +266,6 @@ def plot_budget(curves: dict[str, list[Row]], path: Path, seeds: Sequence[int]) 
         ax.grid(alpha=0.3)
     if axes[1].get_legend_handles_labels()[0]:  # recall is always defined; retention not where the expert scores 0
         axes[1].legend()
-    fig.suptitle(f"protected budget: which components, and how many (test, seed{'s' if len(seeds) > 1 else ''} "
-                 f"{', '.join(map(str, seeds))}; share 0 = LoRA at the same rate)")
+    fig.suptitle(f"protected budget: which components, and how many (test, {seeds_label(seeds)}; "
+                 f"share 0 = LoRA at the same rate)")
     save_figure(fig, path)

@@ -46,6 +46,7 @@ from ..comparison import (
     plot_budget,
     plot_grid,
     plot_tradeoff,
+    seeds_label,
     summarize,
     with_retention,
 )
@@ -331,7 +332,7 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
             + f"\n## Learning-rate grid (validation splits, seed {cfg.compare.seeds[0]})\n\nScore "
             f"({cfg.compare.select}): {SCORE_RULES[cfg.compare.select]}; ties go to the smaller rate.\n\n"
             + grid_markdown(grid)
-            + f"\n## Protected budget (test splits, {_seeds(cfg.compare.budget_seeds)})\n\n"
+            + f"\n## Protected budget (test splits, {seeds_label(cfg.compare.budget_seeds)})\n\n"
             f"Each method at its chosen rate, the share of components protected per matrix swept; share 0 is "
             f"plain LoRA at the same rate. Only these seeds count at every share.\n\n" + budget_markdown(curves),
             encoding="utf-8")
@@ -341,10 +342,6 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
     if any(curves.values()):
         plot_budget(curves, rd.plots / "budget.png", cfg.compare.budget_seeds)
     return result
-
-
-def _seeds(seeds: list[int]) -> str:
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _prepare_data(cfg: RunConfig, rd: RunDir, progress: bool) -> None:

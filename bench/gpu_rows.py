@@ -40,7 +40,7 @@ def gpu_rows(quick: bool, log: Callable[[str], None]) -> list[Row]:
     rows += layer_rows(s, device)
     torch.cuda.empty_cache()
     log("decomposition of the 96 MLP matrices")
-    rows.append(decomposition_row(device, measured_layers=1 if quick else None, baseline_matrices=1 if quick else 2))
+    rows.append(decomposition_row(device, measured_matrices=3 if quick else None, baseline_matrices=1 if quick else 2))
     torch.cuda.empty_cache()
     log("merged_generation")
     base = llama_8b_shaped(1 if quick else 2, device)

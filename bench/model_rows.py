@@ -9,6 +9,8 @@
 * ``injection_peak_memory``, ``memory_model_*``: each method trained alone in a fresh process
   (bench/peak_memory.py);
 * ``merged_generation``, ``eval_throughput``: bench/generation.py;
+* ``decomposition_model``, ``decomposition``: bench/decomposition.py, on the model's matrices and
+  on one matrix of Llama-3.1-8B's shape (scaled to its 96);
 * ``demo_wall_time``: read from a finished ``palora demo`` run, never estimated.
 """
 
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from decomposition import decomposition_row, model_decomposition_row
 from generation import build_merged, eval_throughput_row, merged_generation_row, precomputed
 from palora.artifacts import save_subspace
 from palora.config import ModelConfig
@@ -218,5 +221,10 @@ def cpu_rows(model_name: str, quick: bool, threads: int, demo_run: str | None, l
     log("eval_throughput")
     rows.append(eval_throughput_row(base, tokenizer, s.eval_items, s.eval_new, max(2, s.reps // 3), 1,
                                     torch.device("cpu")))
+    log("decomposition: the model's matrices, then one 8B-shaped matrix")
+    cpu = torch.device("cpu")
+    rows.append(model_decomposition_row([weight_matrix(t.module) for t in find_targets(base)], model_name, cpu))
+    rows.append(decomposition_row(cpu, layers=1, hidden=64, intermediate=224, baseline_matrices=0) if quick
+                else decomposition_row(cpu, measured_matrices=1, baseline_matrices=0))
     rows.append(demo_row(demo_run))
     return rows

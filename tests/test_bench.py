@@ -17,7 +17,7 @@ from tiny import save_tiny_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 CPU_ROWS = {"injection_step", "svf_step", "injection_peak_memory", "memory_model_injection", "memory_model_svf",
-            "merged_generation", "eval_throughput", "demo_wall_time"}
+            "merged_generation", "eval_throughput", "decomposition_model", "decomposition", "demo_wall_time"}
 LAYER_ROWS = {"injection_step", "lora_step_vs_dense", "svf_step", "svf_factored_vs_dense", "svf_recomposed_vs_dense",
               "injection_peak_memory", "memory_model_injection", "memory_model_svf"}
 KEYS = {"name", "ours", "baseline", "ratio", "target", "unit", "device", "ok", "note"}
@@ -55,6 +55,10 @@ def test_run_cpu_quick_on_a_tiny_model(tmp_path):
     assert rows["demo_wall_time"]["ours"] == pytest.approx(154.75) and rows["demo_wall_time"]["ok"] is True
     assert rows["eval_throughput"]["unit"] == "items/s" and rows["eval_throughput"]["batch_size"] == 4
     assert rows["merged_generation"]["stock"] is True
+    for name in ("decomposition_model", "decomposition"):  # timed, the error checked; no baseline on the CPU
+        assert rows[name]["ours"] > 0 and rows[name]["baseline"] is None and rows[name]["ok"] is True
+        assert rows[name]["max_error"] < 1e-4 and rows[name]["target"] == "error <= 0.0001"
+    assert rows["decomposition_model"]["matrices"] == 3 * 2  # the tiny model: 2 layers of gate, up, down
     for name in ("injection_step", "svf_step", "merged_generation"):
         assert rows[name]["ours"] > 0 and rows[name]["baseline"] > 0
     assert report["quick"] is True and "--device cpu" in report["command"]
@@ -86,7 +90,9 @@ def test_gpu_rows_code_runs_on_tiny_shapes(bench_modules):
     rows = layer_rows(LayerSettings(m=48, n=32, tokens=64, rank=4, k=8, dtype=torch.float32, reps=2, warmup=1,
                                     inner=1), cpu)
     assert {r.name for r in rows} == LAYER_ROWS
-    row = decomposition_row(cpu, layers=2, hidden=32, intermediate=48, measured_layers=1, baseline_matrices=1)
+    row = decomposition_row(cpu, layers=2, hidden=32, intermediate=48, measured_matrices=3,
+                             baseline_matrices=1)
     assert row.extra["max_error"] < 1e-4 and row.extra["matrices"] == 6 and row.extra["matrices_measured"] == 3
+    assert row.baseline is not None and row.ok
     for r in [*rows, row]:
         check_row(r.to_json(), "cpu")

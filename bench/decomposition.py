@@ -21,8 +21,10 @@ import time
 from collections.abc import Iterable
 
 import torch
+from torch import nn
 
-from palora.linalg import SVD_TOLERANCE, svd_error, thin_svd
+from palora.linalg import SVD, SVD_TOLERANCE, svd_error, thin_svd
+from palora.targets import find_targets, weight_matrix
 from table import Row
 from timer import synchronize
 
@@ -35,20 +37,23 @@ def random_weight(m: int, n: int, seed: int, device: torch.device, dtype: torch.
     return (0.02 * torch.randn(m, n, generator=g, device=device)).to(dtype)
 
 
-def timed_thin_svd(weights: Iterable[torch.Tensor], device: torch.device) -> tuple[float, float, int]:
-    """Seconds spent in ``thin_svd`` over ``weights``, the worst :func:`svd_error`, and their number."""
+def timed_thin_svd(weights: Iterable[tuple[str, torch.Tensor]], device: torch.device, keep: bool = False
+                   ) -> tuple[float, float, dict[str, SVD]]:
+    """Seconds spent in ``thin_svd`` over the named ``weights``, the worst :func:`svd_error`, and
+    the factors by name when ``keep`` (else none: an 8B matrix's take about 300 MB in float32)."""
     thin_svd(torch.ones(64, 32, device=device))  # solver handles and kernels loaded once, untimed
-    seconds, worst, count = 0.0, 0.0, 0
-    for W in weights:
+    seconds, worst, kept = 0.0, 0.0, {}
+    for name, W in weights:
         synchronize(device)
         start = time.perf_counter()
         svd = thin_svd(W, device=device)
         synchronize(device)
         seconds += time.perf_counter() - start
         worst = max(worst, svd_error(W.to(device=device, dtype=torch.float32), svd))
-        count += 1
+        if keep:
+            kept[name] = svd
         del svd
-    return seconds, worst, count
+    return seconds, worst, kept
 
 
 def decomposition_row(device: torch.device, layers: int = 32, hidden: int = 4096, intermediate: int = 14336,
@@ -58,8 +63,8 @@ def decomposition_row(device: torch.device, layers: int = 32, hidden: int = 4096
     the default driver timed on ``baseline_matrices`` (0 on the CPU, where it is what ``thin_svd`` runs)."""
     shapes = [(intermediate, hidden), (intermediate, hidden), (hidden, intermediate)] * layers
     measured = shapes[: measured_matrices or len(shapes)]
-    seconds, worst, _ = timed_thin_svd((random_weight(m, n, i, device, dtype) for i, (m, n) in enumerate(measured)),
-                                       device)
+    seconds, worst, _ = timed_thin_svd(((str(i), random_weight(m, n, i, device, dtype))
+                                        for i, (m, n) in enumerate(measured)), device)
     ours = seconds * len(shapes) / len(measured)
     baseline = None
     if baseline_matrices:
@@ -86,13 +91,15 @@ def decomposition_row(device: torch.device, layers: int = 32, hidden: int = 4096
     return row
 
 
-def model_decomposition_row(weights: list[torch.Tensor], model_name: str, device: torch.device) -> Row:
-    """All target matrices of a loaded model, each one timed."""
-    seconds, worst, count = timed_thin_svd(weights, device)
-    shapes = sorted({tuple(w.shape) for w in weights})
+def model_decomposition(model: nn.Module, model_name: str, device: torch.device) -> tuple[dict[str, SVD], Row]:
+    """The factors of every target matrix of ``model`` by name (the other rows use them), and the
+    row that times them, each one."""
+    weights = [(t.name, weight_matrix(t.module)) for t in find_targets(model)]
+    seconds, worst, svds = timed_thin_svd(weights, device, keep=True)
+    shapes = sorted({tuple(w.shape) for _, w in weights})
     row = Row("decomposition_model", seconds, None, f"error <= {SVD_TOLERANCE:g}", "s", device.type,
-              note=f"the {count} target matrices of {model_name} ({', '.join(f'{m}x{n}' for m, n in shapes)}), "
+              note=f"the {len(svds)} target matrices of {model_name} ({', '.join(f'{m}x{n}' for m, n in shapes)}), "
                    f"thin_svd one at a time; worst error (reconstruction, orthonormality) {worst:.2e}",
-              extra={"max_error": worst, "matrices": count})
+              extra={"max_error": worst, "matrices": len(svds)})
     row.ok = worst <= SVD_TOLERANCE
-    return row
+    return svds, row

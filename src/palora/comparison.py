@@ -167,6 +167,13 @@ def _color(i: int):
     return plt.get_cmap("tab20")((2 * i) % 20 + (i // 10) % 2)
 
 
+def _legend(ax, **kwargs) -> None:
+    """``ax.legend(**kwargs)`` when something on ``ax`` is labelled: a plot can be empty (no
+    retention where the expert scores 0), and matplotlib would draw an empty legend and warn."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def grid_lines(rows: Sequence[Row], methods: Sequence[str], seed: int, rule: str,
                chosen: dict[str, float | None]) -> list[Row]:
     """The learning-rate grid on ``seed``'s validation splits: one line per (method, rate) tried.
@@ -226,8 +233,7 @@ def plot_grid(lines: Sequence[Row], path: Path, methods: Sequence[str]) -> None:
     ax.set_ylabel("skill retention (validation)")
     ax.set_title("learning-rate grid: each method's rates (filled: chosen)")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # no line where every retention is undefined (an expert scoring 0)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend(ax, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_figure(fig, path)
 
 
@@ -243,8 +249,7 @@ def plot_tradeoff(table: Sequence[Row], path: Path) -> None:
     ax.set_ylabel("skill retention (accuracy / expert's, test)")
     ax.set_title("skill retention vs new-fact recall (mean ± std over seeds)")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # a legend, not labels at the points: clustered methods overlap
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend(ax, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # not labels at points: they overlap
     save_figure(fig, path)
 
 
@@ -264,8 +269,7 @@ def plot_budget(curves: dict[str, list[Row]], path: Path, seeds: Sequence[int]) 
     for ax in axes:
         ax.set_xlabel("share of singular components protected per matrix")
         ax.grid(alpha=0.3)
-    if axes[1].get_legend_handles_labels()[0]:  # recall is always defined; retention not where the expert scores 0
-        axes[1].legend()
+    _legend(axes[1])  # recall is always defined; retention not where the expert scores 0
     fig.suptitle(f"protected budget: which components, and how many (test, {seeds_label(seeds)}; "
                  f"share 0 = LoRA at the same rate)")
     save_figure(fig, path)

@@ -1,9 +1,9 @@
-"""Rows: decomposing every target matrix with palora.linalg.thin_svd, the error checked.
+"""Rows: decomposing every target matrix with palora.core.linalg.thin_svd, the error checked.
 
 * ``decomposition``: every MLP matrix of a Llama-3.1-8B-shaped model, 32 layers x (gate_proj,
   up_proj: 14336 x 4096; down_proj: 4096 x 14336), random bf16 weights, one matrix at a time on
-  the device, as :func:`palora.linalg.iter_svd` does. ``ours``: the sum of ``thin_svd`` times
-  (the cast to float32, the fast driver, the check of :func:`palora.linalg.svd_error`, the exact
+  the device, as :func:`palora.core.linalg.iter_svd` does. ``ours``: the sum of ``thin_svd`` times
+  (the cast to float32, the fast driver, the check of :func:`palora.core.linalg.svd_error`, the exact
   fallback when the check fails), measured on some of the matrices and scaled to all of them.
   ``baseline`` (CUDA): the default driver, timed on a few of the matrices and scaled. On the CPU
   ``thin_svd`` *is* the default driver (LAPACK's gesdd), so there is no baseline, and the
@@ -23,8 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from palora.linalg import SVD, SVD_TOLERANCE, svd_error, thin_svd
-from palora.targets import find_targets, weight_matrix
+from palora.core.linalg import SVD, SVD_TOLERANCE, svd_error, thin_svd
+from palora.core.targets import find_targets, weight_matrix
 from table import Row
 from timer import synchronize
 

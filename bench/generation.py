@@ -17,12 +17,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from palora.config import EvalConfig
-from palora.data import format_prompt
+from palora.core.linalg import SVD
+from palora.core.orthogonal import add_orthogonal_lora, bake_projections, lora_layer
+from palora.core.subspace import Subspace
+from palora.core.svf import SVFLinear, add_svf, merge_svf
 from palora.evaluation import generate
-from palora.linalg import SVD
-from palora.orthogonal import add_orthogonal_lora, bake_projections, lora_layer
-from palora.subspace import Subspace
-from palora.svf import SVFLinear, add_svf, merge_svf
+from palora.io.data import format_prompt
 from table import Row
 from timer import alternate, median, relative_spread
 
@@ -31,7 +31,7 @@ MIN_TOLERANCE = 0.03
 
 
 def precomputed(svds: dict[str, SVD]) -> Callable:
-    """A ``decompose`` for :func:`palora.svf.add_svf` that hands out decompositions made already."""
+    """A ``decompose`` for :func:`palora.core.svf.add_svf` that hands out decompositions made already."""
     return lambda targets: ((t, svds[t.name]) for t in targets)
 
 

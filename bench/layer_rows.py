@@ -4,9 +4,9 @@ frozen layer, in one process, in turns (bench/timer.py).
 A Llama-3.1-8B MLP matrix ``W`` (14336 x 4096, bf16) on 8192 tokens; a step is the forward pass
 and the backward pass for an upstream gradient ``∂y`` (the input ``x`` needs its gradient, as
 inside a model), under ``parametrize.cached()`` for every method alike. LoRA and PALoRA are the
-real peft LoRA of :func:`palora.orthogonal.add_lora` (rank 16, alpha 32; peft keeps A and B in
+real peft LoRA of :func:`palora.core.orthogonal.add_lora` (rank 16, alpha 32; peft keeps A and B in
 float32); PALoRA protects ``k = 512`` components on both sides. SVF is
-:class:`palora.svf.SVFLinear` letting its cost model choose, then forced to each form.
+:class:`palora.core.svf.SVFLinear` letting its cost model choose, then forced to each form.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from memory_model import Matrix, injection_state_bytes, svf_state_bytes
-from palora.linalg import SVD, thin_svd
-from palora.memory import MemProbe
-from palora.orthogonal import add_lora
-from palora.subspace import Subspace
-from palora.svf import SVFLinear, svf_path
-from palora.targets import Target
+from palora.core.linalg import SVD, thin_svd
+from palora.core.orthogonal import add_lora
+from palora.core.subspace import Subspace
+from palora.core.svf import SVFLinear, svf_path
+from palora.core.targets import Target
+from palora.training.memory import MemProbe
 from table import Row, memory_model_row, ratio_row
 from timer import alternate, median
 

@@ -43,7 +43,7 @@ class Matrix:
 
 
 def svf_state_bytes(w: Matrix, b: int) -> int:
-    """What :func:`palora.svf.add_svf` adds to a matrix before training: U, V, σ, z."""
+    """What :func:`palora.core.svf.add_svf` adds to a matrix before training: U, V, σ, z."""
     return b * w.r * (w.m + w.n) + 2 * F32 * w.r
 
 

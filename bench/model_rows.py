@@ -32,15 +32,15 @@ from torch.nn.utils import parametrize
 
 from decomposition import decomposition_row, model_decomposition
 from generation import build_merged, eval_throughput_row, merged_generation_row, precomputed
-from palora.artifacts import save_subspace
 from palora.config import ModelConfig
-from palora.linalg import SVD, fingerprint, thin_svd
-from palora.memory import make_resident
-from palora.models import load_model_and_tokenizer
-from palora.orthogonal import add_lora
-from palora.subspace import Subspace
-from palora.svf import add_svf, svf_path
-from palora.targets import find_targets, weight_matrix
+from palora.core.linalg import SVD, fingerprint, thin_svd
+from palora.core.orthogonal import add_lora
+from palora.core.subspace import Subspace
+from palora.core.svf import add_svf, svf_path
+from palora.core.targets import find_targets, weight_matrix
+from palora.io.artifacts import save_subspace
+from palora.io.models import load_model_and_tokenizer
+from palora.training.memory import make_resident
 from table import Row, memory_model_row, ratio_row
 from timer import alternate, median
 

@@ -18,15 +18,15 @@ import torch
 from torch.nn.utils import parametrize
 
 from memory_model import Matrix, injection_state_bytes, svf_state_bytes
-from palora.artifacts import load_subspace
 from palora.config import ModelConfig
-from palora.linalg import iter_svd
-from palora.memory import MemProbe, make_resident
-from palora.models import load_model
-from palora.orthogonal import add_lora
-from palora.subspace import Subspace
-from palora.svf import add_svf
-from palora.targets import find_targets
+from palora.core.linalg import iter_svd
+from palora.core.orthogonal import add_lora
+from palora.core.subspace import Subspace
+from palora.core.svf import add_svf
+from palora.core.targets import find_targets
+from palora.io.artifacts import load_subspace
+from palora.io.models import load_model
+from palora.training.memory import MemProbe, make_resident
 
 
 def load_subspaces(path: str) -> dict[str, Subspace]:

@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-from palora.data import TrainCollator, load_train, tokenize_train
+from palora.core.svf import merge_svf
 from palora.integrations.hf import SaveAdapterCallback, create_optimizer, prepare_svf
-from palora.models import load_tokenizer, resolve_model_path
-from palora.svf import merge_svf
+from palora.io.data import TrainCollator, load_train, tokenize_train
+from palora.io.models import load_tokenizer, resolve_model_path
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM
 
-from palora.data import load_train
 from palora.integrations.hf import SaveAdapterCallback, create_optimizer, prepare_orthogonal_lora
-from palora.models import load_tokenizer, resolve_model_path
+from palora.io.data import load_train
+from palora.io.models import load_tokenizer, resolve_model_path
 
 try:
     from datasets import Dataset

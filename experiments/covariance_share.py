@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from palora.config import resolve
-from palora.data import TrainCollator, batches, load_train, tokenize_train
-from palora.models import load_model, load_tokenizer
-from palora.skill_stats import input_covariance
-from palora.targets import find_targets
+from palora.core.statistics import input_covariance
+from palora.core.targets import find_targets
+from palora.io.data import TrainCollator, batches, load_train, tokenize_train
+from palora.io.models import load_model, load_tokenizer
 
 BUDGETS = (0.02, 0.05, 0.1, 0.25, 0.5)
 

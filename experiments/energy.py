@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from palora.artifacts import RunDir, load_svf_expert
 from palora.config import resolve
-from palora.data import TrainCollator, batches, load_train, tokenize_train
-from palora.models import load_model_and_tokenizer
-from palora.probe import SelectionRule, component_scores, select
-from palora.svf import add_svf, effective_scale, load_svf_state, svf_layers
+from palora.core.probe import SelectionRule, component_scores, select
+from palora.core.svf import add_svf, effective_scale, load_svf_state, svf_layers
+from palora.io.artifacts import RunDir, load_svf_expert
+from palora.io.data import TrainCollator, batches, load_train, tokenize_train
+from palora.io.models import load_model_and_tokenizer
 
 
 def input_energy(model, items, collate, n_batches=16) -> dict[str, tuple[torch.Tensor, float]]:

@@ -20,16 +20,16 @@ from pathlib import Path
 import torch
 from transformers import set_seed
 
-from palora.artifacts import RunDir, load_svf_expert
 from palora.config import resolve
-from palora.data import TrainCollator, batches, load_eval, load_train, tokenize_train
+from palora.core.orthogonal import add_lora, bake_projections, lora_delta
+from palora.core.probe import DATA_SCORES, select_subspace
+from palora.core.targets import find_targets, set_weight_matrix, weight_matrix
 from palora.evaluation import evaluate
-from palora.models import load_model, load_tokenizer
-from palora.orthogonal import add_lora, bake_projections, lora_delta
-from palora.probe import DATA_SCORES, select_subspace
-from palora.recipes.probe import selection_rule, skill_statistics
-from palora.targets import find_targets, set_weight_matrix, weight_matrix
-from palora.training import train
+from palora.io.artifacts import RunDir, load_svf_expert
+from palora.io.data import TrainCollator, batches, load_eval, load_train, tokenize_train
+from palora.io.models import load_model, load_tokenizer
+from palora.protection import selection_rule, skill_statistics
+from palora.training.loop import train
 
 
 def main() -> None:

@@ -10,7 +10,7 @@
 2. In a copy of the expert's run directory per variant, ``palora probe --probe-data`` on skill A's
    data, on B's, on both united (``probe.combine=union``: the span of the two selections) and on
    both with one probe's budget split between them (``combine=weighted``); then
-   ``palora inject --methods palora``. Plain LoRA (``--methods lora``) is the unprotected reference.
+   ``palora inject --methods act-protect`` (the demo's method, the activation probe). Plain LoRA (``--methods lora``) is the unprotected reference.
 3. Every model (base, expert, each injected one, merged) is evaluated greedily on both skills' test
    splits and on the facts' test questions. Retention of skill X = its accuracy / the expert's.
 
@@ -30,17 +30,17 @@ from pathlib import Path
 
 from palora.cli import main
 from palora.config import load
-from palora.data import load_eval
 from palora.evaluation import evaluate
-from palora.models import load_model, load_tokenizer
+from palora.io.data import load_eval
+from palora.io.models import load_model, load_tokenizer
 
 #: name -> (method, --probe-data skills, extra settings)
 VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "lora": ("lora", (), ()),
-    "palora, skill A's probe": ("palora", ("A",), ()),
-    "palora, skill B's probe": ("palora", ("B",), ()),
-    "palora, union of both": ("palora", ("A", "B"), ("probe.combine=union",)),
-    "palora, both, one budget": ("palora", ("A", "B"), ("probe.combine=weighted",)),
+    "act-protect, skill A's probe": ("act-protect", ("A",), ()),
+    "act-protect, skill B's probe": ("act-protect", ("B",), ()),
+    "act-protect, union of both": ("act-protect", ("A", "B"), ("probe.combine=union",)),
+    "act-protect, both, one budget": ("act-protect", ("A", "B"), ("probe.combine=weighted",)),
 }
 
 
@@ -81,8 +81,9 @@ def main_(args: argparse.Namespace) -> None:
             shutil.copytree(expert, rd, ignore=shutil.ignore_patterns("checkpoints"))
         sets = [x for s in settings for x in ("--set", s)]
         if skills:
-            run(["probe", "--out", str(rd), "--probe-data", ",".join(skill_files[s] for s in skills), *sets])
-            protected[name] = json.loads((rd / "stages.json").read_text())["probe"]["protected_fraction"]
+            run(["probe", "--out", str(rd), "--methods", method, "--probe-data",
+                 ",".join(skill_files[s] for s in skills), *sets])
+            protected[name] = json.loads((rd / "stages.json").read_text())["probe:activation"]["protected_fraction"]
         run(["inject", "--out", str(rd), "--methods", method, "--knowledge-train", str(a / "knowledge_train.jsonl"),
              *sets])
         models[name] = rd / "methods" / method / "merged_model"

@@ -22,17 +22,17 @@ import torch
 import yaml
 from transformers import set_seed
 
-from palora.artifacts import RunDir, load_svf_expert
 from palora.config import resolve, save
-from palora.data import TrainCollator, load_eval, load_train, tokenize_train
+from palora.core.orthogonal import add_lora, bake_projections, certificate, lora_delta
+from palora.core.probe import DATA_SCORES, select_subspace
+from palora.core.targets import find_targets
 from palora.evaluation import evaluate
-from palora.models import load_model, load_tokenizer
-from palora.orthogonal import add_lora, bake_projections, certificate, lora_delta
-from palora.probe import DATA_SCORES, select_subspace
-from palora.recipes.probe import selection_rule, skill_statistics
-from palora.recipes.svf import run_svf
-from palora.targets import find_targets
-from palora.training import train
+from palora.io.artifacts import RunDir, load_svf_expert
+from palora.io.data import TrainCollator, load_eval, load_train, tokenize_train
+from palora.io.models import load_model, load_tokenizer
+from palora.protection import selection_rule, skill_statistics
+from palora.stages.svf import run_svf
+from palora.training.loop import train
 
 
 def evaluate_all(model, tok, cfg, data: Path, progress: bool) -> dict:
@@ -49,11 +49,11 @@ def evaluate_all(model, tok, cfg, data: Path, progress: bool) -> dict:
 
 def activation_subspaces(cfg, tok, rd, fraction: float) -> dict:
     """Input side only: the top ``fraction`` of eigenvectors of the skill's input covariance per
-    target, through the expert (the library's ``probe.basis=activation``)."""
-    from palora.activation_probe import activation_subspaces as from_covariance
-    from palora.probe import SelectionRule
-    from palora.recipes.probe import skill_batches
-    from palora.skill_stats import input_covariance
+    target, through the expert (the library's ``act-protect``)."""
+    from palora.core.covariance import activation_subspaces as from_covariance
+    from palora.core.probe import SelectionRule
+    from palora.core.statistics import input_covariance
+    from palora.protection import skill_batches
 
     expert = load_model(cfg.model, path=str(rd.expert_model))
     targets = find_targets(expert, cfg.model.target_modules)

@@ -14,15 +14,15 @@ from pathlib import Path
 import torch
 from torch.distributed.tensor import DTensor
 
-from palora.checkpoint import CheckpointSpec
 from palora.config import TrainConfig
-from palora.data import TrainCollator
-from palora.distributed import barrier, is_main
-from palora.linalg import iter_svd
-from palora.orthogonal import add_lora, bake_projections, certificate, lora_delta
-from palora.subspace import Subspace
-from palora.targets import find_targets
-from palora.training import full_trainable_state, train
+from palora.core.linalg import iter_svd
+from palora.core.orthogonal import add_lora, bake_projections, certificate, lora_delta
+from palora.core.subspace import Subspace
+from palora.core.targets import find_targets
+from palora.io.data import TrainCollator
+from palora.training.checkpoint import CheckpointSpec
+from palora.training.distributed import barrier, is_main
+from palora.training.loop import full_trainable_state, train
 from tiny import make_tiny_model
 
 

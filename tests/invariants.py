@@ -21,3 +21,11 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """``‖a − b‖ / ‖b‖`` (Frobenius)."""
     a, b = a.detach().float(), b.detach().float()
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-30))
+
+
+def stage_digest(cfg, key: str) -> str:
+    """The digest the engine records for the stage ``key`` under ``cfg``."""
+    from palora.stages.engine import digest
+    from palora.stages.opening import stage_of
+
+    return digest(cfg, stage_of(key))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from palora.activation_probe import activation_subspaces
-from palora.probe import SelectionRule
+from palora.core.covariance import activation_subspaces
+from palora.core.probe import SelectionRule
 
 
 def test_selects_the_top_eigenvectors_and_reports_their_energy():

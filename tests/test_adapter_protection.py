@@ -14,15 +14,15 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from invariants import logits, rel_err
-from palora.adapter_protection import adapter_certificate, adapter_spaces, protected_spaces, update_spaces
 from palora.cli import main
 from palora.config import TrainConfig
-from palora.data import TrainCollator
-from palora.linalg import orthonormality_error, thin_svd
-from palora.orthogonal import add_lora, lora_delta, lora_layer
-from palora.subspace import Subspace
-from palora.targets import find_targets, weight_matrix
-from palora.training import train
+from palora.core.linalg import orthonormality_error, thin_svd
+from palora.core.orthogonal import add_lora, lora_delta, lora_layer
+from palora.core.subspace import Subspace
+from palora.core.targets import find_targets, weight_matrix
+from palora.core.update_spaces import adapter_certificate, adapter_spaces, protected_spaces, update_spaces
+from palora.io.data import TrainCollator
+from palora.training.loop import train
 from test_cli import FAST, data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import make_tiny_model, save_tiny_checkpoint, tiny_train_items
 

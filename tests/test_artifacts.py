@@ -10,7 +10,13 @@ import torch
 from safetensors import safe_open
 
 from palora import __version__
-from palora.artifacts import (
+from palora.core.linalg import fingerprint, thin_svd
+from palora.core.orthogonal import add_lora
+from palora.core.subspace import Subspace
+from palora.core.svf import add_svf, svf_state
+from palora.core.targets import find_targets, weight_matrix
+from palora.errors import ArtifactError, FingerprintError
+from palora.io.artifacts import (
     ADAPTER_WEIGHTS,
     RunDir,
     atomic_path,
@@ -22,12 +28,6 @@ from palora.artifacts import (
     save_svf_expert,
     stamp_adapter,
 )
-from palora.errors import ArtifactError, FingerprintError
-from palora.linalg import fingerprint, thin_svd
-from palora.orthogonal import add_lora
-from palora.subspace import Subspace
-from palora.svf import add_svf, svf_state
-from palora.targets import find_targets, weight_matrix
 from tiny import make_tiny_model
 
 

@@ -27,7 +27,7 @@ from tiny import save_tiny_checkpoint
 
 FAST = ["--set", "svf.train.steps=1", "--set", "svf.train.batch_size=2", "--set", "inject.train.steps=1",
         "--set", "inject.train.batch_size=2", "--set", "inject.rank=2", "--set", "eval.limit=2",
-        "--set", "eval.max_new_tokens=2", "--quiet"]
+        "--set", "eval.max_new_tokens=2", "--set", "inject.methods=[palora,lora]", "--quiet"]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from palora.checkers import (
+from palora.core.checkers import (
     CHECKERS,
     check_contains,
     check_exact,

@@ -18,7 +18,7 @@ from tiny import save_tiny_checkpoint
 
 FAST = ["--set", "svf.train.steps=3", "--set", "inject.train.steps=3", "--set", "eval.limit=4",
         "--set", "svf.train.batch_size=4", "--set", "inject.train.batch_size=4", "--set", "inject.rank=4",
-        "--set", "eval.max_new_tokens=4", "--quiet"]
+        "--set", "eval.max_new_tokens=4", "--set", "inject.methods=[palora,lora]", "--quiet"]
 METHODS = ("palora", "lora")
 
 
@@ -259,14 +259,18 @@ def test_probe_with_skill_statistics_and_old_facts(data, tmp_path, score):
 
 
 def test_probe_with_the_activation_basis(data, tmp_path):
+    """act-protect reads the activation probe (its own stage and file), never the singular one."""
     model = save_tiny_checkpoint(tmp_path / "base", "llama", seed=0)
     out = tmp_path / "run"
-    assert main(run_args(model, data, out) + ["--set", "probe.basis=activation", "--set", "probe.stat_batches=2",
+    assert main(run_args(model, data, out) + ["--methods", "act-protect,lora", "--set", "probe.stat_batches=2",
                                               "--set", "probe.store_vectors=false"]) == 0
     stages = json.loads((out / "stages.json").read_text())
-    assert stages["probe"]["basis"] == "activation" and stages["probe"]["score"] == "eigenvalue"
-    assert stages["inject:palora"]["certificate_in"] < 1e-5  # ΔW V_S = 0 for the covariance basis
-    with safe_open(str(out / "subspace.safetensors"), framework="pt") as f:
+    probe = stages["probe:activation"]
+    assert probe["basis"] == "activation" and probe["score"] == "eigenvalue" and "probe" not in stages
+    assert stages["inject:act-protect"]["certificate_in"] < 1e-5  # ΔW V_S = 0 for the covariance basis
+    assert stages["inject:act-protect"]["upstream"].keys() == {"svf", "probe:activation"}
+    assert not (out / "subspace.safetensors").exists()
+    with safe_open(str(out / "subspace-activation.safetensors"), framework="pt") as f:
         assert f.metadata()["basis"] == "activation"
         name = next(k for k in f.keys() if k.endswith(".V")).rpartition(".")[0]
         U, V = f.get_tensor(f"{name}.U"), f.get_tensor(f"{name}.V")  # vectors stored even when asked not to

@@ -13,14 +13,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from invariants import stage_digest as digest
 from palora.cli import main
-from palora.combine import orthonormal_span, shares, split_budget, union_of_components, unite
 from palora.config import load, resolve
+from palora.core.combine import orthonormal_span, shares, union_of_components, unite
+from palora.core.linalg import orthonormality_error, thin_svd
+from palora.core.probe import SelectionRule
+from palora.core.subspace import Subspace
 from palora.errors import ConfigError
-from palora.linalg import orthonormality_error, thin_svd
-from palora.probe import SelectionRule
-from palora.recipes.run_state import digest
-from palora.subspace import Subspace
 from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 
@@ -78,17 +78,22 @@ def test_split_budget_scales_each_rule():
     assert shares(None, 4) == [0.25] * 4 and shares([1, 3], 2) == [0.25, 0.75]
     with pytest.raises(ValueError):
         shares([1.0], 2)
-    assert split_budget(SelectionRule("fraction", fraction=0.5), 0.5).fraction == 0.25
-    assert split_budget(SelectionRule("global", fraction=0.4), 0.25).fraction == pytest.approx(0.1)
-    assert split_budget(SelectionRule("topk", k=10), 0.25).k == 2
-    assert split_budget(SelectionRule("energy", energy=0.8), 0.5).energy == pytest.approx(0.4)
+    assert SelectionRule("fraction", fraction=0.5).scaled(0.5).fraction == 0.25
+    assert SelectionRule("global", fraction=0.4).scaled(0.25).fraction == pytest.approx(0.1)
+    assert SelectionRule("topk", k=10).scaled(0.25).k == 2
+    assert SelectionRule("energy", energy=0.8).scaled(0.5).energy == pytest.approx(0.4)
     with pytest.raises(ValueError, match="threshold"):
-        split_budget(SelectionRule("threshold"), 0.5)
+        SelectionRule("threshold").scaled(0.5)
 
 
 # ----------------------------------------------------------------------------- palora probe --extra-runs
 
 FAST = ["--set", "svf.train.steps=3", "--set", "svf.train.batch_size=4", "--quiet"]
+#: the method that reads each probe basis, and the basis's subspace file, statistics and stage
+METHOD = {"singular": "palora", "activation": "act-protect"}
+SUBSPACE = {"singular": "subspace.safetensors", "activation": "subspace-activation.safetensors"}
+STATS = {"singular": "probe_stats.json", "activation": "probe_stats-activation.json"}
+STAGE = {"singular": "probe", "activation": "probe:activation"}
 
 
 def groups(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
@@ -117,22 +122,22 @@ def two_experts(tmp_path_factory, data):  # noqa: F811
     return runs
 
 
-def own_probe(run: Path, tmp: Path, *settings: str) -> dict[str, dict[str, torch.Tensor]]:
+def own_probe(run: Path, tmp: Path, basis: str, *settings: str) -> dict[str, dict[str, torch.Tensor]]:
     """The run's expert probed alone (in a copy of the run, so the fixture stays untouched)."""
     copy = tmp / f"{run.name}-alone"
     shutil.copytree(run, copy)
     assert main(["probe", "--out", str(copy), *settings, "--quiet"]) == 0
-    return groups(copy / "subspace.safetensors")[0]
+    return groups(copy / SUBSPACE[basis])[0]
 
 
 @pytest.mark.parametrize("basis", ["singular", "activation"])
 def test_probe_unites_the_experts_of_other_runs(two_experts, tmp_path, basis):
-    settings = ["--set", f"probe.basis={basis}", "--set", "probe.fraction=0.25", "--set", "probe.stat_batches=2"]
-    alone = {name: own_probe(run, tmp_path, *settings) for name, run in two_experts.items()}
+    settings = ["--methods", METHOD[basis], "--set", "probe.fraction=0.25", "--set", "probe.stat_batches=2"]
+    alone = {name: own_probe(run, tmp_path, basis, *settings) for name, run in two_experts.items()}
     out = tmp_path / "united"
     shutil.copytree(two_experts["a"], out)
     assert main(["probe", "--out", str(out), "--extra-runs", str(two_experts["b"]), *settings, "--quiet"]) == 0
-    united, meta = groups(out / "subspace.safetensors")
+    united, meta = groups(out / SUBSPACE[basis])
     experts = json.loads(meta["experts"])
     assert [e["run"] for e in experts] == [str(out), str(two_experts["b"])] and meta["combine"] == "union"
     assert experts[1]["skill_train"].endswith("minus.jsonl")
@@ -149,15 +154,15 @@ def test_probe_unites_the_experts_of_other_runs(two_experts, tmp_path, basis):
             expected = set(alone["a"][name]["indices"].tolist()) | set(alone["b"][name]["indices"].tolist())
             assert g["indices"].tolist() == sorted(expected)
     assert grown  # the second skill protects something the first does not
-    stats = json.loads((out / "probe_stats.json").read_text())
+    stats = json.loads((out / STATS[basis]).read_text())
     assert len(stats["experts"]) == 2 and stats["selected"] == sum(g["V"].shape[1] for g in united.values())
-    stage = json.loads((out / "stages.json").read_text())["probe"]
+    stage = json.loads((out / "stages.json").read_text())[STAGE[basis]]
     assert stage["experts"] == 2 and stage["combine"] == "union"
 
 
 def test_weighted_keeps_one_probe_budget(two_experts, tmp_path):
     fraction = 0.5
-    settings = ["--set", f"probe.fraction={fraction}", "--set", "probe.combine=weighted",
+    settings = ["--methods", "palora", "--set", f"probe.fraction={fraction}", "--set", "probe.combine=weighted",
                 "--set", "probe.combine_weights=[1,1]"]
     out = tmp_path / "weighted"
     shutil.copytree(two_experts["a"], out)
@@ -186,21 +191,21 @@ def test_one_expert_probed_on_several_skills_unites_its_selections(two_experts, 
     """``--probe-data plus,minus``: run A's expert probed on each skill's data, the selections
     united; one file alone is the plain probe of that data; each skill's own selection lies in
     the union."""
-    settings = ["--set", f"probe.basis={basis}", "--set", "probe.score=activation", "--set", "probe.fraction=0.25",
+    settings = ["--methods", METHOD[basis], "--set", "probe.score=activation", "--set", "probe.fraction=0.25",
                 "--set", "probe.stat_batches=2"]
     plus = load(two_experts["a"] / "config.yaml").data.skill_train
     minus = load(two_experts["b"] / "config.yaml").data.skill_train
-    plain = own_probe(two_experts["a"], tmp_path, *settings)
+    plain = own_probe(two_experts["a"], tmp_path, basis, *settings)
     alone = {}
     for name, path in (("plus", plus), ("minus", minus)):
         run = tmp_path / name
         shutil.copytree(two_experts["a"], run)
         assert main(["probe", "--out", str(run), "--probe-data", path, *settings, "--quiet"]) == 0
-        alone[name] = groups(run / "subspace.safetensors")[0]
+        alone[name] = groups(run / SUBSPACE[basis])[0]
     out = tmp_path / "both"
     shutil.copytree(two_experts["a"], out)
     assert main(["probe", "--out", str(out), "--probe-data", f"{plus},{minus}", *settings, "--quiet"]) == 0
-    united, meta = groups(out / "subspace.safetensors")
+    united, meta = groups(out / SUBSPACE[basis])
     assert [e["skill_train"] for e in json.loads(meta["experts"])] == [plus, minus]
     grown = False
     for name, g in united.items():

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 from palora.cli import main
-from palora.comparison import (
+from palora.compare.plan import grid_of, plan
+from palora.compare.table import (
     CPU_PEAK,
     budget_curves,
     budget_markdown,
@@ -21,8 +23,8 @@ from palora.comparison import (
     summarize,
     with_retention,
 )
-from palora.config import COMPARE_METHODS, resolve
-from palora.recipes.compare import grid_of, plan
+from palora.config import resolve
+from palora.methods.registry import METHODS as COMPARE_METHODS
 from test_cli import write_jsonl
 from tiny import save_tiny_checkpoint
 
@@ -293,3 +295,30 @@ def test_several_skills_are_refused_in_one_line(compared, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "probe.skill_data" in err[0]
     assert not (out / "compare.jsonl").exists()
+
+
+def test_a_row_is_reused_exactly_when_its_stages_would_be(compared, tmp_path, capsys):
+    """A row's digest is its stages' own: the penalty's weight, which only olora-penalty reads,
+    makes only its rows stale; the new rows replace them, the others are kept."""
+    out, _, argv = compared
+    copy = tmp_path / "penalty"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    before = rows(copy)
+    assert main([*argv, "--set", "inject.penalty_weight=0.5"]) == 0
+    assert f"{sum(r['method'] == 'olora-penalty' for r in before)} rows of" in capsys.readouterr().out
+    after = rows(copy)
+    assert after[: len(before)] == before  # nothing rewritten; the stale rows stay in the file, ignored
+    assert {r["method"] for r in after[len(before):]} == {"olora-penalty"}
+
+
+def test_rows_of_an_earlier_digest_are_refused_in_one_line(compared, tmp_path, capsys):
+    out, _, argv = compared
+    old = tmp_path / "old"
+    old.mkdir()
+    legacy = [{k: v for k, v in r.items() if k != "digests"} for r in rows(out)[:3]]
+    (old / "compare.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    argv = [a if a != str(out) else str(old) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "earlier palora" in err[0] and "move it away" in err[0]

@@ -16,7 +16,7 @@ def test_defaults_resolve():
     assert cfg == RunConfig()
     assert cfg.model.name == "smollm2-135m-instruct" and cfg.model.dtype == "float32"
     assert cfg.svf.parametrization == "linear" and cfg.svf.train.lr == 1e-2
-    assert cfg.inject.methods == ["palora", "lora"] and cfg.inject.train.lr == 1e-3
+    assert cfg.inject.methods == ["act-protect", "lora"] and cfg.inject.train.lr == 1e-3  # docs/results.md
     assert cfg.probe.rule == "fraction" and cfg.inject.side == "both"
     assert cfg.eval.limit is None and cfg.model.target_modules is None
 
@@ -184,3 +184,10 @@ def test_save_load_round_trip(tmp_path):
 def test_train_config_checks_itself():
     with pytest.raises(ConfigError, match="grad_accum"):
         TrainConfig(grad_accum=0)
+
+
+def test_a_removed_key_says_what_replaced_it():
+    """``probe.basis`` chose the probe of ``palora`` once; now the method names its basis."""
+    with pytest.raises(ConfigError) as e:
+        resolve(None, ["probe.basis=activation"])
+    assert "probe.basis is no longer a setting" in str(e.value) and "act-protect" in str(e.value)

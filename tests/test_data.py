@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from palora.data import (
+from palora.errors import DataError
+from palora.io.data import (
     EvalExample,
     TrainCollator,
     TrainExample,
@@ -19,7 +20,6 @@ from palora.data import (
     read_jsonl,
     tokenize_train,
 )
-from palora.errors import DataError
 from tiny_tokenizer import make_tiny_tokenizer
 
 

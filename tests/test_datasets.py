@@ -8,23 +8,21 @@ import random
 
 import pytest
 
-from palora.checkers import check_contains, get_checker, normalize
-from palora.data import load_eval, load_train
+from palora.config import DataSpec
+from palora.core.checkers import check_contains, get_checker, normalize
 from palora.datasets import (
     SKILL_TASKS,
-    DataSpec,
     SkillTask,
     biography_splits,
     candidate_capitals,
-    keep_known,
     known_facts,
     make_people,
     skill_splits,
-    write_demo_data,
 )
 from palora.datasets import biographies as bio
-from palora.datasets.writer import FILES
 from palora.errors import ConfigError, DataError
+from palora.io.data import load_eval, load_train
+from palora.stages.data import FILES, keep_known, write_demo_data
 from tiny import make_tiny_model
 from tiny_tokenizer import make_tiny_tokenizer
 

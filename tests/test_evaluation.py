@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from palora.data import EvalExample, format_prompt
 from palora.errors import ConfigError, DataError
 from palora.evaluation import EvalResult, evaluate, generate, retention
+from palora.io.data import EvalExample, format_prompt
 from tiny_tokenizer import make_tiny_tokenizer
 
 PROMPTS = [

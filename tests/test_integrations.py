@@ -17,8 +17,19 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
 from invariants import logits, rel_err
-from palora.artifacts import check_adapter, load_subspace, load_svf_expert, save_subspace
-from palora.data import TrainCollator
+from palora.core.linalg import fingerprint
+from palora.core.orthogonal import (
+    add_lora,
+    bake_projections,
+    certificate,
+    lora_delta,
+    lora_layer,
+    projected_modules,
+    projected_state_dict,
+)
+from palora.core.probe import SelectionRule, select_subspace
+from palora.core.svf import add_svf, load_svf_state, merge_svf, svf_layers, svf_state
+from palora.core.targets import find_targets
 from palora.errors import ArtifactError, FingerprintError, ModelError, PaloraError
 from palora.integrations.hf import (
     SaveAdapterCallback,
@@ -28,19 +39,8 @@ from palora.integrations.hf import (
     prepare_svf,
     save_adapter,
 )
-from palora.linalg import fingerprint
-from palora.orthogonal import (
-    add_lora,
-    bake_projections,
-    certificate,
-    lora_delta,
-    lora_layer,
-    projected_modules,
-    projected_state_dict,
-)
-from palora.probe import SelectionRule, select_subspace
-from palora.svf import add_svf, load_svf_state, merge_svf, svf_layers, svf_state
-from palora.targets import find_targets
+from palora.io.artifacts import check_adapter, load_subspace, load_svf_expert, save_subspace
+from palora.io.data import TrainCollator
 from tiny import make_tiny_model, save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

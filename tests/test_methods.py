@@ -10,16 +10,17 @@ import torch
 
 from invariants import logits, rel_err
 from palora.config import RunConfig
-from palora.data import TrainCollator
-from palora.linalg import iter_svd
-from palora.methods import METHODS, build_method, merged
+from palora.core.linalg import iter_svd
+from palora.core.orthogonal import ADAPTER_NAME, add_lora, bake_projections, lora_delta, lora_layer
+from palora.core.penalty import SubspacePenalty
+from palora.core.probe import same_budget_indices, singular_subspaces
+from palora.core.subspace import Subspace
+from palora.core.targets import find_targets, weight_matrix
+from palora.injection import build, merged
+from palora.io.data import TrainCollator
 from palora.methods.milora import milora_init
-from palora.methods.penalty import SubspacePenalty
-from palora.methods.protect import same_budget_indices, singular_subspaces
-from palora.orthogonal import ADAPTER_NAME, add_lora, bake_projections, lora_delta, lora_layer
-from palora.subspace import Subspace
-from palora.targets import find_targets, weight_matrix
-from palora.training import train
+from palora.methods.registry import METHODS
+from palora.training.loop import train
 from tiny import make_tiny_model, tiny_train_items
 
 RANK = 4
@@ -43,12 +44,17 @@ def skill_batches() -> list[dict[str, torch.Tensor]]:
     return [collate(tiny_train_items(4, seed=s)) for s in range(2)]
 
 
+def build_method(method, model, cfg, subs, batches=skill_batches):
+    """The method's build through the one injection path (its side, else inject.side)."""
+    return build(method, model, cfg, subs, method.side or cfg.inject.side, batches)[0]
+
+
 def trained(name: str, with_subspaces: bool = True):
     """(expert, merged model after 3 steps, the subspaces, the built model)."""
     expert = make_tiny_model("llama")
     model = copy.deepcopy(expert)
-    subs = subspaces_of(model) if METHODS[name].protect != "none" and with_subspaces else None
-    built = build_method(METHODS[name], model, find_targets(model), config(), subs, skill_batches)
+    subs = subspaces_of(model) if METHODS[name].protects is not None and with_subspaces else None
+    built = build_method(METHODS[name], model, config(), subs, skill_batches)
     train(built.model, tiny_train_items(16), TrainCollator(0), config().inject.train, seed=0, stage=name,
           progress=False, regularizer=built.regularizer)
     bake_projections(built.model)
@@ -69,7 +75,7 @@ def test_projected_updates_stay_off_the_protected_inputs(name):
     expert = make_tiny_model("llama")
     model = copy.deepcopy(expert)
     subs = subspaces_of(model)
-    built = build_method(METHODS[name], model, find_targets(model), config(), subs, skill_batches)
+    built = build_method(METHODS[name], model, config(), subs, skill_batches)
     train(built.model, tiny_train_items(16), TrainCollator(0), config().inject.train, seed=0, stage=name,
           progress=False)
     for t in find_targets(expert):
@@ -84,7 +90,7 @@ def test_rewritten_base_plus_initial_adapter_is_the_expert(name):
     merged model is the expert (the adapter alone on the untouched expert would not be)."""
     expert = make_tiny_model("llama")
     model = copy.deepcopy(expert)
-    built = build_method(METHODS[name], model, find_targets(model), config(), None, skill_batches)
+    built = build_method(METHODS[name], model, config(), None, skill_batches)
     rewritten = [lora_layer(built.model, t.name).get_base_layer().weight.detach() for t in find_targets(expert)]
     originals = [weight_matrix(t.module) for t in find_targets(expert)]
     assert all(rel_err(w, o) > 1e-3 for w, o in zip(rewritten, originals))
@@ -169,6 +175,6 @@ def test_singular_subspaces_match_the_svd():
 
 def test_full_mlp_trains_every_target_weight_and_nothing_else():
     model = make_tiny_model("llama")
-    built = build_method(METHODS["full-mlp"], model, find_targets(model), config(), None, None)
+    built = build_method(METHODS["full-mlp"], model, config(), None, None)
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert trainable == {f"{t.name}.weight" for t in find_targets(model)}

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from palora.checkpoint import CheckpointSpec
+from invariants import stage_digest as digest
 from palora.cli import main
 from palora.config import LogConfig, RunConfig, resolve
-from palora.data import TrainCollator
+from palora.core.svf import add_svf
 from palora.errors import ConfigError
-from palora.metrics_log import MetricsLog, scalar_prefix
-from palora.recipes.run_state import digest
-from palora.svf import add_svf
-from palora.training import train
+from palora.io.data import TrainCollator
+from palora.io.metrics_log import MetricsLog, scalar_prefix
+from palora.training.checkpoint import CheckpointSpec
+from palora.training.loop import train
 from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import make_tiny_model, save_tiny_checkpoint, tiny_train_items
 

@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from palora import __version__
 from palora.cli import main
 from palora.config import ModelConfig, RunConfig
-from palora.model_card import model_card
-from palora.models import hub_id
-from palora.report import markdown_table
+from palora.io.models import hub_id
+from palora.report.model_card import model_card
+from palora.report.tables import markdown_table
 from test_cli import data, run_args, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from palora import models
 from palora.config import ModelConfig
 from palora.errors import ModelError
-from palora.models import (
+from palora.io import models
+from palora.io.models import (
     PACKAGED_MODELS,
     cache_dir,
     load_model,

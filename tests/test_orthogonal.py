@@ -13,13 +13,13 @@ from transformers import AutoModelForCausalLM
 
 from invariants import logits, rel_err
 from palora.config import TrainConfig
-from palora.data import TrainCollator
-from palora.linalg import SVD, thin_svd
-from palora.orthogonal import ProjectAway, add_lora, bake_projections, certificate, lora_delta, lora_layer
-from palora.subspace import Subspace
-from palora.svf import add_svf, merge_svf
-from palora.targets import Target, find_targets, weight_matrix
-from palora.training import train
+from palora.core.linalg import SVD, thin_svd
+from palora.core.orthogonal import ProjectAway, add_lora, bake_projections, certificate, lora_delta, lora_layer
+from palora.core.subspace import Subspace
+from palora.core.svf import add_svf, merge_svf
+from palora.core.targets import Target, find_targets, weight_matrix
+from palora.io.data import TrainCollator
+from palora.training.loop import train
 from tiny import FAMILIES, make_tiny_model
 
 RANK = 8

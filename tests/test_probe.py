@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from palora.probe import SelectionRule, component_scores, select, soft_weights, spectrum_stats
+from palora.core.probe import SelectionRule, component_scores, select, soft_weights, spectrum_stats
 
 
 def t(*xs: float) -> torch.Tensor:

@@ -26,7 +26,7 @@ def test_palora_run_on_smollm2_writes_the_whole_run_directory(tmp_path):
         "--skill-train", str(data / "skill_train.jsonl"), "--skill-eval", str(data / "skill_eval.jsonl"),
         "--knowledge-train", str(data / "knowledge_train.jsonl"),
         "--knowledge-eval", str(data / "knowledge_eval.jsonl"),
-        "--out", str(out), "--quiet",
+        "--out", str(out), "--methods", "palora,lora", "--quiet",
         "--set", "svf.train.steps=2", "--set", "inject.train.steps=2", "--set", "svf.train.batch_size=4",
         "--set", "inject.train.batch_size=4", "--set", "eval.limit=6", "--set", "eval.max_new_tokens=6",
     ])
@@ -60,11 +60,11 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    for name in ("base", "expert", "palora", "lora"):
+    for name in ("base", "expert", "act-protect", "lora"):  # the comparison's names
         assert f"| {name} |" in printed
     assert "old-fact recall" in printed and "Wall time per stage" in printed
     for rel in ["data/manifest.json", "data/skill_test.jsonl", "data/knowledge_test.jsonl", "data/known_facts.jsonl",
-                "config.yaml", "svf_expert.safetensors", "subspace.safetensors", "report.json", "report.md",
+                "config.yaml", "svf_expert.safetensors", "subspace-activation.safetensors", "report.json", "report.md",
                 "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_energy.png"]:
         assert (out / rel).is_file(), rel
     manifest = json.loads((out / "data" / "manifest.json").read_text())
@@ -73,7 +73,7 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     assert len((out / "data" / "known_facts.jsonl").read_text().splitlines()) == kept
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert set(rows) == {"base", "expert", "palora", "lora"}
+    assert set(rows) == {"base", "expert", "act-protect", "lora"}
     for r in rows.values():
         for key in ("skill_accuracy", "knowledge_recall", "known_recall", "trainable_parameters"):
             assert r[key] is not None

@@ -12,13 +12,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from palora.checkpoint import CheckpointSpec
+from invariants import stage_digest as digest
 from palora.cli import main
 from palora.config import ReinforceConfig, resolve
-from palora.data import TrainExample
+from palora.core.svf import add_svf, identity_scales, svf_layers
 from palora.errors import DataError
-from palora.recipes.run_state import digest
-from palora.reinforce import (
+from palora.io.data import TrainExample
+from palora.training.checkpoint import CheckpointSpec
+from palora.training.loop import train
+from palora.training.reinforce import (
     PromptCollator,
     ReinforceObjective,
     _answer_mask,
@@ -29,8 +31,6 @@ from palora.reinforce import (
     reinforce_loss,
     sample,
 )
-from palora.svf import add_svf, identity_scales, svf_layers
-from palora.training import train
 from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import make_tiny_model, save_tiny_checkpoint
 from tiny_tokenizer import make_tiny_tokenizer
@@ -257,7 +257,7 @@ def test_svf_objective_reinforce_writes_the_stage_artifacts(data, tmp_path):  # 
     assert main(["svf", "--out", str(a), "--objective", "reinforce", *FAST]) == 0
     assert main(["svf", "--out", str(a), "--objective", "sft", "--quiet"]) == 2
     # the expert feeds the next stages as an sft expert does
-    assert main(["probe", "--out", str(a), "--quiet"]) == 0
+    assert main(["probe", "--out", str(a), "--methods", "palora", "--quiet"]) == 0
     assert (a / "subspace.safetensors").is_file()
 
 

@@ -19,16 +19,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from palora.checkpoint import CheckpointSpec
 from palora.cli import main
 from palora.config import TrainConfig
-from palora.data import TrainCollator
-from palora.linalg import iter_svd
-from palora.orthogonal import add_lora
-from palora.subspace import Subspace
-from palora.svf import add_svf
-from palora.targets import find_targets
-from palora.training import train
+from palora.core.linalg import iter_svd
+from palora.core.orthogonal import add_lora
+from palora.core.subspace import Subspace
+from palora.core.svf import add_svf
+from palora.core.targets import find_targets
+from palora.io.data import TrainCollator
+from palora.training.checkpoint import CheckpointSpec
+from palora.training.loop import train
 from test_cli import data, write_jsonl  # noqa: F401  (the module-scoped data fixture)
 from tiny import make_tiny_model, save_tiny_checkpoint, tiny_train_items
 
@@ -169,7 +169,7 @@ def test_kill_9_then_the_same_command_finishes_the_same_run(uninterrupted, data,
 
 FAST = ["--set", "svf.train.steps=3", "--set", "inject.train.steps=3", "--set", "eval.limit=4",
         "--set", "svf.train.batch_size=4", "--set", "inject.train.batch_size=4", "--set", "inject.rank=4",
-        "--set", "eval.max_new_tokens=4", "--quiet"]
+        "--set", "eval.max_new_tokens=4", "--set", "inject.methods=[palora,lora]", "--quiet"]
 
 
 def _run_argv(model: Path, data: dict[str, str], out: Path, *extra: str) -> list[str]:  # noqa: F811

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from invariants import logits, rel_err
 from palora.cli import main
-from palora.config import COMPARE_ONLY_METHODS
+from palora.methods.registry import COMPARE_ONLY as COMPARE_ONLY_METHODS
 from test_cli import FAST, data  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 
@@ -55,7 +55,7 @@ def test_projected_methods_certify_the_sides_they_protect(run):
     assert stages["inject:act-protect"]["certificate_in"] < 1e-5
     assert "certificate_in" not in stages["inject:olora-penalty"]  # a penalty certifies nothing
     assert stages["inject:protect-top"]["upstream"].keys() == {"svf", "probe"}
-    assert stages["inject:act-protect"]["upstream"].keys() == {"svf"}
+    assert stages["inject:act-protect"]["upstream"].keys() == {"svf", "probe:activation"}  # its own probe
 
 
 def test_protect_top_and_random_differ_but_protect_as_many(run):

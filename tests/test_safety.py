@@ -19,8 +19,8 @@ import yaml
 
 import palora
 from palora.config import ModelConfig, RunConfig
-from palora.data import load_eval, load_train
-from palora.models import load_model, load_model_and_tokenizer
+from palora.io.data import load_eval, load_train
+from palora.io.models import load_model, load_model_and_tokenizer
 from tiny import make_tiny_model, save_tiny_checkpoint
 from tiny_tokenizer import make_tiny_tokenizer
 
@@ -88,7 +88,7 @@ def unsafe_calls(tree: ast.AST, module: str | None = None) -> list[str]:
 
 
 def test_the_source_is_scanned():
-    assert len(SOURCES) > 20 and SRC / "models.py" in SOURCES and SRC / "recipes" / "evaluate.py" in SOURCES
+    assert len(SOURCES) > 20 and SRC / "io" / "models.py" in SOURCES and SRC / "stages" / "evaluate.py" in SOURCES
 
 
 def test_no_pickle_no_eval_no_unsafe_yaml_in_the_source():
@@ -112,12 +112,12 @@ model.eval()
 yaml.unsafe_load(text)
 yaml.load(text, Loader=yaml.Loader)
 """
-    found = unsafe_calls(ast.parse(planted), "palora.config")
+    found = unsafe_calls(ast.parse(planted), "palora.config.build")
     assert [f.split(": ", 1)[1] for f in found] == [
         "import pickle", "from dill import ...", "from torch import load", "torch.load without weights_only=True",
         "torch.load without weights_only=True", "eval()", "exec()", "yaml.unsafe_load", "yaml.load without a SafeLoader",
     ]
-    assert unsafe_calls(ast.parse("yaml.load(text, Loader=_Loader)"), "palora.config") == []
+    assert unsafe_calls(ast.parse("yaml.load(text, Loader=_Loader)"), "palora.config.build") == []
 
 
 # ----------------------------------------------------------------------------- trust_remote_code, safetensors
@@ -139,13 +139,13 @@ def test_every_auto_from_pretrained_names_trust_remote_code():
     assert calls and [where for where, value in calls if value is None] == []
 
 
-def test_every_recipe_tokenizer_load_passes_trust_remote_code():
+def test_every_tokenizer_load_passes_trust_remote_code():
     missing = []
-    for p in sorted((SRC / "recipes").glob("*.py")):
+    for p in SOURCES:
         for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and dotted(node.func) == "load_tokenizer" and not keyword(
                     node, "trust_remote_code"):
-                missing.append(f"{p.name}:{node.lineno}")
+                missing.append(f"{p.relative_to(SRC)}:{node.lineno}")
     assert missing == []
 
 
@@ -186,7 +186,7 @@ def test_local_folders_are_loaded_from_safetensors(recorded, tmp_path):
 
 # ----------------------------------------------------------------------------- data never names a file we open
 
-DATA = SRC / "data.py"
+DATA = SRC / "io" / "data.py"
 #: calls that read, write or inspect a file through a path object
 FILE_METHODS = {"open", "read_text", "read_bytes", "write_text", "write_bytes", "is_file", "is_dir", "exists",
                 "stat", "iterdir", "glob", "rglob", "unlink", "mkdir"}

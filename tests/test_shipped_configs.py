@@ -11,7 +11,7 @@ from accelerate.commands.config.config_args import ClusterConfig
 
 from palora.cli import SHIPPED_CONFIGS, config_path
 from palora.config import RunConfig, resolve
-from palora.targets import find_targets
+from palora.core.targets import find_targets
 from tiny import make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from palora.probe import component_scores
-from palora.skill_stats import activation_energy, fisher_information
-from palora.svf import add_svf, svf_layers
+from palora.core.probe import component_scores
+from palora.core.statistics import activation_energy, fisher_information
+from palora.core.svf import add_svf, svf_layers
 from tiny import make_tiny_model
 
 
@@ -81,8 +81,8 @@ def test_data_scores():
 
 
 def test_input_covariance_is_the_mean_outer_product_over_real_tokens():
-    from palora.skill_stats import input_covariance
-    from palora.targets import find_targets
+    from palora.core.statistics import input_covariance
+    from palora.core.targets import find_targets
 
     model = make_tiny_model("llama")
     name = find_targets(model)[2].name  # a down_proj: n > r, its null space is covered too

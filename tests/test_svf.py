@@ -9,9 +9,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from invariants import IDS, logits, rel_err
-from palora.errors import ArtifactError
-from palora.linalg import thin_svd
-from palora.svf import (
+from palora.core.linalg import thin_svd
+from palora.core.svf import (
     SVFLinear,
     add_svf,
     effective_scale,
@@ -22,7 +21,8 @@ from palora.svf import (
     svf_path,
     svf_state,
 )
-from palora.targets import find_targets, weight_matrix
+from palora.core.targets import find_targets, weight_matrix
+from palora.errors import ArtifactError
 from tiny import FAMILIES, make_tiny_model
 
 PARAMS = ("linear", "t2")

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from palora.core.targets import Target, find_targets, set_weight_matrix, weight_matrix
 from palora.errors import ModelError
-from palora.targets import Target, find_targets, set_weight_matrix, weight_matrix
 from tiny import FAMILIES, HIDDEN, INTERMEDIATE, LAYERS, make_tiny_model
 
 MLP_NAMES = {
@@ -117,3 +117,21 @@ def test_weight_matrix_on_linear():
     W2 = torch.randn(INTERMEDIATE, HIDDEN)
     set_weight_matrix(lin, W2)
     assert torch.equal(lin.weight, W2)
+
+
+def test_an_unknown_model_type_is_recognised_by_its_module_structure():
+    """A family palora has no entry for, built like Llama, gets Llama's MLP; like nothing, a refusal."""
+    model = make_tiny_model("llama")
+    expected = [t.name for t in find_targets(model)]
+    model.config.model_type = "llama_like_newcomer"
+    assert [t.name for t in find_targets(model)] == expected
+    with pytest.raises(ModelError) as e:
+        find_targets(Custom())
+    assert "model.target_modules=[0,2]" in str(e.value)  # the model's own linear layers, not another family's
+
+
+def test_no_match_suggests_the_models_own_linear_layers():
+    with pytest.raises(ModelError) as e:
+        find_targets(make_tiny_model("llama"), ["nothing_here"])
+    msg = str(e.value)
+    assert "nothing_here" in msg and "fc1" not in msg and "q_proj" in msg and "\n" not in msg

@@ -53,7 +53,7 @@ def test_wheel_contents(wheel):
         metadata = z.read(meta).decode()
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = z.read(entry_points).decode()
-    assert {"palora/__init__.py", "palora/py.typed", "palora/configs/demo.yaml", "palora/lm_eval_bridge.py"} <= names
+    assert {"palora/__init__.py", "palora/py.typed", "palora/configs/demo.yaml", "palora/integrations/lm_eval.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "examples/", "experiments/"))]
     assert "palora = palora.cli:main" in scripts
     extras = {line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Provides-Extra:")}
@@ -70,8 +70,8 @@ def test_wheel_installs_and_runs_in_a_fresh_venv(wheel, tmp_path):
     run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "-q", wheel, cwd=tmp_path)
 
     assert "usage: palora" in run(venv / "bin" / "palora", "--help", cwd=tmp_path)
-    out = run(python, "-c", "import sys, importlib.metadata, palora, palora.cli\n"
-              "print(palora.__file__); print(palora.cli.DEMO_CONFIG.is_file())\n"
+    out = run(python, "-c", "import sys, importlib.metadata, palora, palora.commands\n"
+              "print(palora.__file__); print((palora.commands.SHIPPED_CONFIGS / 'demo.yaml').is_file())\n"
               "print(importlib.metadata.version('palora-llm') == palora.__version__)\n"
               f"print({str(REPO / 'src')!r} in sys.path)", cwd=tmp_path).split()
     assert Path(out[0]).is_relative_to(venv), out

@@ -1,10 +1,10 @@
-"""The ``palora`` command line: one verb per stage, all sharing one run directory.
+"""The ``palora`` command line: one verb per stage (:mod:`palora.commands`), all sharing one run directory.
 
 Configuration comes through one path (:func:`palora.config.resolve`): defaults, then
-``--config FILE.yaml`` (for a stage verb, the run directory's ``config.yaml`` when no file is
-given), then ``--set key=value``, then the verb's flags. The resolved configuration is saved as
-``<out>/config.yaml``. Errors in the user's input print one line and exit with status 2
-(``--debug`` shows the traceback).
+``--config FILE.yaml`` (the verb's shipped config, or for a stage verb the run directory's
+``config.yaml``, when no file is given), then ``--set key=value``, then the verb's flags. The
+resolved configuration is saved as ``<out>/config.yaml``. Errors in the user's input print one
+line and exit with status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -12,80 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .commands import SHIPPED_CONFIGS, VERBS, Verb
 from .config import RunConfig, resolve, save
 from .errors import PaloraError
-
-#: flag -> (dotted config key, metavar, help)
-FLAGS: dict[str, tuple[str, str, str]] = {
-    "--model": ("model.name", "M", "local folder, hub id, or packaged model (smollm2-135m-instruct)"),
-    "--skill-train": ("data.skill_train", "FILE", "JSONL to train the SVF expert ({text} or {prompt, completion})"),
-    "--skill-eval": ("data.skill_eval", "FILE", "JSONL {prompt, answer} measuring the skill"),
-    "--knowledge-train": ("data.knowledge_train", "FILE", "JSONL of the facts to inject"),
-    "--knowledge-eval": ("data.knowledge_eval", "FILE", "JSONL {prompt, answer} measuring recall"),
-    "--out": ("out", "DIR", "run directory (shared by every stage)"),
-    "--methods": ("inject.methods", "LIST", "comma-separated injection methods: palora,lora (default), or any of "
-                  "palora-in, palora-out, palora-soft, olora-penalty, protect-top, protect-random, act-protect"),
-    "--seed": ("seed", "N", "seed of every random choice"),
-    "--lm-eval": ("eval.lm_eval_tasks", "TASKS", "comma-separated lm-evaluation-harness tasks also run on every "
-                  "model, e.g. gsm8k,arc_challenge (pip install 'palora-llm[eval]')"),
-    "--objective": ("svf.objective", "NAME", "SVF expert objective: sft (next-token loss) or reinforce "
-                    "(policy gradient with the checker's +1/-1 reward, Transformer²)"),
-    "--extra-runs": ("probe.extra_runs", "DIRS", "comma-separated run directories of other SVF experts of the same "
-                     "base model, protected together with this run's (probe.combine: union or weighted)"),
-    "--probe-data": ("probe.skill_data", "FILES", "comma-separated JSONL files of several skills this run's expert "
-                     "was trained on: each probed, the selections united (probe.combine)"),
-    "--protect-adapter": ("inject.protect_adapter", "DIR", "an earlier round's adapter for this expert: start from it "
-                          "merged and keep the new update off its column and row spaces"),
-}
-
-#: (verb, flag) -> what the flag means for that verb, where it differs from FLAGS
-VERB_FLAGS: dict[tuple[str, str], tuple[str, str, str]] = {
-    ("compare", "--methods"): ("compare.methods", "LIST", "comma-separated methods to compare (default: all): "
-                               "svf,lora,pissa,corda-kpm,milora,olora-penalty,palora,palora-in,palora-out,"
-                               "palora-soft,protect-top,protect-random,act-protect,full-mlp"),
-}
-
-
-def flag_spec(verb: str, flag: str) -> tuple[str, str, str]:
-    """``(dotted config key, metavar, help)`` of ``flag`` for ``verb``."""
-    return VERB_FLAGS.get((verb, flag), FLAGS[flag])
-
-
-VERBS: dict[str, tuple[str, list[str]]] = {
-    "data": ("write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, "
-             "capitals the model already knows) and a manifest into --out", ["--model", "--out"]),
-    "demo": ("the embedded default: demo data, SVF expert, probe, plain LoRA and PALoRA under one budget, "
-             "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
-             "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
-             ["--out", "--seed"]),
-    "run": ("every stage: SVF expert, probe, injection with each method, evaluation, report",
-            ["--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out",
-             "--methods", "--seed", "--lm-eval"]),
-    "svf": ("stage 1: train the SVF expert on the skill data (svf_expert.safetensors, expert_model/)",
-            ["--model", "--skill-train", "--out", "--seed", "--objective"]),
-    "probe": ("stage 2: pick the protected singular components from the expert (subspace.safetensors)",
-              ["--out", "--probe-data", "--extra-runs"]),
-    "inject": ("stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
-               ["--knowledge-train", "--methods", "--out", "--seed", "--protect-adapter"]),
-    "eval": ("evaluate base, expert and every injected method (report.json, report.md, plots/)",
-             ["--skill-eval", "--knowledge-eval", "--out", "--lm-eval"]),
-    "compare": ("every baseline and ablation (lora, pissa, corda-kpm, milora, olora-penalty, palora variants, "
-                "protect-top/random, act-protect, full-mlp) on the same SVF experts and budget: learning rate per "
-                "method chosen on the validation splits, several seeds, a protected-budget sweep; compare.md, "
-                "compare.json, plots/tradeoff.png, plots/budget.png, plots/grid.png (the rates tried). Default: "
-                "palora/configs/compare.yaml on the demo's data (--config replaces it); --out defaults to "
-                "runs/compare; rerun to continue",
-                ["--model", "--out", "--methods"]),
-}
-
-SHIPPED_CONFIGS = Path(__file__).parent / "configs"
-DEMO_CONFIG = SHIPPED_CONFIGS / "demo.yaml"
-COMPARE_CONFIG = SHIPPED_CONFIGS / "compare.yaml"
+from .methods.registry import table
 
 
 def config_path(name: str) -> Path:
@@ -96,51 +30,53 @@ def config_path(name: str) -> Path:
         return shipped
     return path
 
-EXAMPLE = """\
-example:
-  palora run --model smollm2-135m-instruct \\
-      --skill-train skill_train.jsonl --skill-eval skill_eval.jsonl \\
-      --knowledge-train facts_train.jsonl --knowledge-eval facts_eval.jsonl \\
-      --out runs/demo --set svf.train.steps=50 --set probe.fraction=0.5
-"""
 
-
-def config_keys_help(cls: type = RunConfig, prefix: str = "") -> list[str]:
-    """One line per configuration key: ``key = default  help``."""
+def config_keys_help(cls: type = RunConfig, prefix: str = "", sections: tuple[str, ...] = ()) -> list[str]:
+    """One line per configuration key, ``key = default  help``, of the top-level ``sections`` (all when empty)."""
     lines = []
     defaults = cls()
     for f in dataclasses.fields(cls):
         value = getattr(defaults, f.name)
         if dataclasses.is_dataclass(value):
-            lines += config_keys_help(type(value), f"{prefix}{f.name}.")
+            if not sections or f.name in sections:
+                lines += config_keys_help(type(value), f"{prefix}{f.name}.")
+        elif not prefix and sections:
+            lines.append(f"  {f.name} = {value!r}\n      {f.metadata.get('help', '')}")
         else:
             lines.append(f"  {prefix}{f.name} = {value!r}\n      {f.metadata.get('help', '')}")
     return lines
 
 
+def _epilog(verb: Verb) -> str:
+    shown = "the keys of the sections it reads" if verb.sections else "every key"
+    keys = "\n".join(config_keys_help(sections=verb.sections))
+    return (f"example:\n  {verb.example}\n\nmethods:\n{table()}\n\nconfiguration ({shown}; --set key=value, or the "
+            f"same keys in --config FILE.yaml):\n{keys}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="palora",
-        description="PALoRA: inject new facts into a causal LM with LoRA kept orthogonal to the singular "
-        "components a reasoning skill relies on (found by an SVF expert).",
+        description="palora: teach a causal LM new facts with LoRA kept off what a skill relies on. PALoRA "
+        "(arXiv 2605.24549, the `palora` method) protects the singular components an SVF expert's probe picks; "
+        "`act-protect` (the default) protects the skill's input-covariance directions, which kept the skill on "
+        "SmolLM2 where the spectral probe did not (docs/results.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Stages share one run directory: `palora svf`, `palora probe`, `palora inject`, "
-        "`palora eval` can be rerun alone.\n\n" + EXAMPLE,
+        epilog="Stages share one run directory: `palora svf`, `palora probe`, `palora inject`, `palora eval` can "
+        "be rerun alone.\n\nmethods:\n" + table() + "\n\nexample:\n  " + VERBS["run"].example,
     )
     parser.add_argument("--version", action="version", version=f"palora {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-    keys = "configuration keys (--set key=value, or the same keys in --config FILE.yaml):\n" + "\n".join(
-        config_keys_help()
-    )
-    for verb, (help_text, flags) in VERBS.items():
-        p = sub.add_parser(verb, help=help_text, description=help_text, epilog=EXAMPLE + "\n" + keys,
+    shipped = ", ".join(sorted(c.stem for c in SHIPPED_CONFIGS.glob("*.yaml")))
+    for verb in VERBS.values():
+        p = sub.add_parser(verb.name, help=verb.help, description=verb.help, epilog=_epilog(verb),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        for flag in flags:
-            key, metavar, h = flag_spec(verb, flag)
+        for flag in verb.flags:
+            key, metavar, h = verb.flag(flag)
             p.add_argument(flag, dest=key, metavar=metavar, help=f"{h} [{key}]", type=int if flag == "--seed" else str)
-        shipped = ", ".join(sorted(c.stem for c in SHIPPED_CONFIGS.glob("*.yaml")))
+        default = f" (default: {verb.config})" if verb.config else ""
         p.add_argument("--config", metavar="FILE",
-                       help=f"YAML file with configuration keys, or a shipped config: {shipped}")
+                       help=f"YAML file with configuration keys, or a shipped config: {shipped}{default}")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one configuration key (repeatable), e.g. --set inject.rank=8")
         p.add_argument("--overwrite", action="store_true",
@@ -152,37 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _recipe(verb: str) -> Callable[..., Any]:
-    # imported lazily so that `palora --help` is fast
-    from .recipes import compare, data, demo, evaluate, inject, pipeline, probe, svf
-
-    return {"data": data.run_data, "demo": demo.run_demo, "run": pipeline.run_all, "svf": svf.run_svf,
-            "probe": probe.run_probe, "inject": inject.run_inject, "eval": evaluate.run_eval,
-            "compare": compare.run_compare}[verb]
-
-
 def configure(args: argparse.Namespace) -> RunConfig:
-    keys = [flag_spec(args.verb, f)[0] for f in VERBS[args.verb][1]]
-    flags = {key: getattr(args, key, None) for key in keys}
+    verb = VERBS[args.verb]
+    flags = {key: getattr(args, key, None) for key in (verb.flag(f)[0] for f in verb.flags)}
+    flags["out"] = flags.get("out") or verb.out
     config_file = config_path(args.config) if args.config else None
-    if args.verb == "compare" and config_file is None:  # the shipped comparison on the demo's data
-        from .recipes.compare import DATA_FILES
+    if verb.demo_data == "always" or (verb.demo_data == "default" and config_file is None):
+        from .stages.data import data_files  # the demo's data sets, written into <out>/data/
 
-        config_file = COMPARE_CONFIG
-        flags["out"] = flags.get("out") or "runs/compare"
-        flags.update({key: str(Path(flags["out"]) / "data" / name) for key, name in DATA_FILES.items()})
-    elif args.verb == "compare":
-        flags["out"] = flags.get("out") or "runs/compare"
-    elif args.verb == "demo":
-        from .recipes.demo import DATA_FILES
-
-        config_file = config_file or DEMO_CONFIG
-        flags["out"] = flags.get("out") or "runs/demo"
-        flags.update({key: str(Path(flags["out"]) / "data" / name) for key, name in DATA_FILES.items()})
-    elif config_file is None and args.verb not in ("run", "data", "compare"):
-        # a stage verb continues the run found in --out (or the default run directory)
-        out = flags.get("out") or RunConfig().out
-        existing = Path(out) / "config.yaml"
+        flags.update(data_files(Path(flags["out"]) / "data"))
+    if config_file is None and verb.config:
+        config_file = config_path(verb.config)
+    elif config_file is None and verb.continues:  # continue the run found in --out (or the default one)
+        existing = Path(flags.get("out") or RunConfig().out) / "config.yaml"
         config_file = existing if existing.is_file() else None
     return resolve(config_file, args.overrides, flags)
 
@@ -210,13 +128,14 @@ def _restore(rd: Any, previous: bytes | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
+    verb = VERBS[args.verb]
     previous: bytes | None = None  # the run directory's config.yaml before this command
     rd, wrote = None, False
     try:
         cfg = configure(args)
-        from .artifacts import RunDir
-        from .distributed import barrier, is_main
-        from .recipes.run_state import open_run
+        from .io.artifacts import RunDir
+        from .stages.opening import open_run
+        from .training.distributed import barrier, is_main
 
         rd = RunDir(cfg.out)
         main_process = is_main()
@@ -227,16 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             save(cfg, rd.config)
             wrote = True
         barrier()
-        result = _recipe(args.verb)(cfg, rd, progress=not args.quiet)
-        if args.verb == "compare" and main_process:
-            print((rd.root / "compare.md").read_text(encoding="utf-8"))
-            print(f"comparison directory: {rd.root} (compare.md, compare.json, compare.jsonl, plots/)")
-        elif args.verb in ("run", "eval", "demo") and main_process:
-            from .report import markdown_table, stage_times
-
-            print(markdown_table(result))
-            print(stage_times(rd))
-            print(f"run directory: {rd.root} (report.md, report.json, plots/)")
+        result = verb.run(cfg, rd, progress=not args.quiet)
+        if verb.prints is not None and main_process:
+            print(verb.prints(result, rd))
         return 0
     except PaloraError as e:
         if wrote:  # a refused command leaves the run directory's config as it was

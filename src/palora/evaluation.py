@@ -1,4 +1,5 @@
-"""Batched greedy generation and the accuracy of a model on an evaluation set.
+"""Batched greedy generation and the accuracy of a model on evaluation sets (the one evaluation
+path: the eval stage and ``palora compare`` score models through :func:`evaluate_sets`).
 
 ``accuracy = (1/n) * sum_i check(output_i, answer_i, aliases_i)`` over the first ``n`` examples,
 with the binomial standard error ``sqrt(p (1 - p) / n)``. ``retention = after / expert``: the
@@ -20,9 +21,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkers import check_reference, get_checker
-from .data import EvalExample, format_prompt
+from .config import EvalConfig, RunConfig, require
+from .core.checkers import check_reference, get_checker
 from .errors import DataError
+from .io.data import EvalExample, format_prompt, load_eval
 
 
 @contextmanager
@@ -42,7 +44,7 @@ def _generation_mode(model: Any, tokenizer: Any) -> Iterator[None]:
         model.train(training)
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int] | None:
+def eos_ids(model: Any, tokenizer: Any) -> list[int] | None:
     """The tokenizer's eos and any the model's generation_config lists: generation stops at each.
 
     A chat model often ends its turn with a token (``<|eot_id|>``, ``<|im_end|>``) that only one
@@ -86,7 +88,7 @@ def generate(
             use_cache=True,
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=_eos_ids(model, tokenizer),
+            eos_token_id=eos_ids(model, tokenizer),
         )
         starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
@@ -146,3 +148,39 @@ def evaluate(
 def retention(after: float, expert: float) -> float | None:
     """``after / expert``: the share of the expert's accuracy kept; None when the expert scores 0."""
     return None if expert == 0 else after / expert
+
+
+#: a named evaluation set: its examples and the checker that scores them
+EvalSet = tuple[list[EvalExample], str]
+
+
+def evaluate_sets(model: Any, tokenizer: Any, sets: dict[str, EvalSet], cfg: RunConfig, *, desc: str = "eval",
+                  progress: bool = True) -> dict[str, EvalResult]:
+    """:func:`evaluate` on every named set with the run's generation settings (``eval.*``, the chat template)."""
+    e: EvalConfig = cfg.eval
+    return {name: evaluate(model, tokenizer, examples, checker, chat_template=cfg.data.chat_template,
+                           max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, limit=e.limit,
+                           desc=f"{desc}: {name}", progress=progress)
+            for name, (examples, checker) in sets.items()}
+
+
+def evaluation_sets(cfg: RunConfig) -> dict[str, EvalSet]:
+    """The run's evaluation files: ``skill`` and ``knowledge`` (required) and ``known`` (optional), each
+    read and checked against its checker (``FILE:LINE`` errors), so that a bad file fails before training."""
+    d = cfg.data
+    sets = {"skill": (load_eval(require(d.skill_eval, "data.skill_eval", "--skill-eval"), d.skill_checker),
+                      d.skill_checker),
+            "knowledge": (load_eval(require(d.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"),
+                                    d.knowledge_checker), d.knowledge_checker)}
+    if d.known_eval:
+        sets["known"] = (load_eval(d.known_eval, d.knowledge_checker), d.knowledge_checker)
+    return sets
+
+
+def validation_sets(cfg: RunConfig) -> dict[str, EvalSet]:
+    """The validation splits ``palora compare`` chooses learning rates on: ``skill`` and ``knowledge``."""
+    d = cfg.data
+    return {"skill": (load_eval(require(d.skill_val, "data.skill_val", "--set data.skill_val=FILE"), d.skill_checker),
+                      d.skill_checker),
+            "knowledge": (load_eval(require(d.knowledge_val, "data.knowledge_val", "--set data.knowledge_val=FILE"),
+                                    d.knowledge_checker), d.knowledge_checker)}

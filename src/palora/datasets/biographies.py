@@ -31,7 +31,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from ..checkers import normalize
+from ..core.checkers import normalize
 from ..errors import DataError
 
 ATTRIBUTES = ("birth_city", "employer", "profession", "birth_year")

@@ -5,19 +5,16 @@ into an evaluation line ``{"prompt": "Question: What is the capital of {country}
 "answer": capital, "aliases": [...], "country": country}``. A field listing several capitals
 (``"Kralendijk / Oranjestad / The Bottom"``, a list) gives the first as the answer and the others
 as aliases, and a name with accents also accepts its ASCII spelling (``Bogotá``, ``Bogota``):
-normalisation keeps accents. :func:`keep_known` keeps the lines the model answers right, greedily,
+normalisation keeps accents. The data stage (:mod:`palora.stages.data`) keeps the lines the model answers right, greedily,
 with the ``contains`` checker, so that the model's accuracy on what is kept starts at 1.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
 from typing import Any
 
-from ..checkers import check_contains, normalize
-from ..data import format_prompt
-from ..evaluation import generate
+from ..core.checkers import normalize
 from ._optional import require
 
 # A completion prompt: SmolLM2-135M-Instruct answers 57 of 250 capitals this way, and 0 with
@@ -64,19 +61,3 @@ def candidate_capitals(prompt: str = PROMPT) -> list[dict[str, Any]]:
         items.append({"prompt": prompt.format(country=country), "answer": names[0],
                       "aliases": names[1:], "country": country})
     return items
-
-
-def keep_known(
-    model: Any,
-    tokenizer: Any,
-    items: Sequence[dict[str, Any]],
-    batch_size: int,
-    *,
-    chat_template: bool = False,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """The ``items`` the model answers right (greedy, ``MAX_NEW_TOKENS`` tokens, ``contains``), in order."""
-    prompts = [format_prompt(tokenizer, it["prompt"], chat_template) for it in items]
-    outputs = generate(model, tokenizer, prompts, MAX_NEW_TOKENS, batch_size, desc="known facts",
-                       progress=progress)
-    return [it for it, out in zip(items, outputs) if check_contains(out, it["answer"], it.get("aliases", ()))]

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checkers import get_checker
+from ..core.checkers import get_checker
 from ..errors import DataError
 from ._optional import require
 

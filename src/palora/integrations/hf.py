@@ -48,14 +48,14 @@ from transformers import (
     TrainingArguments,
 )
 
-from ..artifacts import RunDir, atomic_path, load_subspace, save_svf_expert, stamp_adapter
-from ..errors import ArtifactError, FingerprintError, ModelError, PaloraError
-from ..linalg import fingerprint, iter_svd
-from ..orthogonal import Side, add_lora, projected_modules, projected_state_dict
-from ..subspace import from_groups, stores_vectors
-from ..svf import Parametrization, add_svf, svf_layers, svf_state
-from ..targets import Target, set_weight_matrix
-from ..training import param_groups
+from ..core.linalg import fingerprint
+from ..core.orthogonal import Side, add_lora, projected_modules, projected_state_dict
+from ..core.svf import Parametrization, add_svf, svf_layers, svf_state
+from ..core.targets import Target, set_weight_matrix
+from ..errors import FingerprintError, PaloraError
+from ..io.artifacts import RunDir, atomic_path, save_svf_expert, stamp_adapter
+from ..protection import load_for_model
+from ..training.loop import param_groups
 
 #: attribute :func:`prepare_orthogonal_lora` sets on the model: the subspace's base fingerprint
 BASE_FINGERPRINT_ATTR = "palora_base_fingerprint"
@@ -92,29 +92,9 @@ def prepare_orthogonal_lora(
     checked; the SVF expert only rescales singular values, so both share the protected vectors).
     Seed torch first: peft initialises ``A`` at random.
     """
-    grouped, meta = load_subspace(subspace_path, None)
-    # the subspace's matrices, in module order (the order the fingerprint hashes them in)
-    targets = [Target(name, module) for name, module in model.named_modules() if name in grouped]
-    if len(targets) != len(grouped):
-        missing = sorted(set(grouped) - {t.name for t in targets})
-        raise FingerprintError(f"subspace {subspace_path} names modules this model lacks ({missing[0]}, ...)")
-    if svf_layers(model):
-        raise ModelError("the model still carries SVF layers: merge_svf(model) first (stage 3 trains on the expert)")
-    found = fingerprint(targets)
-    accepted = {meta.get("expert_fingerprint"), meta.get("base_fingerprint")} - {None}
-    if found not in accepted:
-        raise FingerprintError(
-            f"subspace {subspace_path} was made for other weights (expert {meta.get('expert_fingerprint')}, "
-            f"base {meta.get('base_fingerprint')}; this model has {found}): load the model it was probed on"
-        )
-    if stores_vectors(grouped):
-        subspaces = from_groups(grouped)
-    elif found == meta.get("base_fingerprint"):  # indices only: the vectors are this model's own
-        subspaces = from_groups(grouped, iter_svd(targets))
-    else:
-        raise ArtifactError(f"subspace {subspace_path} stores indices only: load its base model, not the expert")
+    targets, subspaces, meta = load_for_model(subspace_path, model)  # fingerprint checked: the expert or its base
     peft_model = add_lora(model, targets, rank, alpha, dropout, subspaces=subspaces, side=side, soft=soft)
-    setattr(peft_model, BASE_FINGERPRINT_ATTR, meta.get("base_fingerprint", found))
+    setattr(peft_model, BASE_FINGERPRINT_ATTR, meta.get("base_fingerprint", fingerprint(targets)))
     return peft_model
 
 

@@ -1,6 +1,1 @@
-"""The methods ``palora compare`` puts side by side (see :mod:`palora.methods.registry`)."""
-
-from .build import Built, build_method, merged
-from .registry import METHODS, MethodSpec
-
-__all__ = ["METHODS", "Built", "MethodSpec", "build_method", "merged"]
+"""The methods, one file each (:mod:`.base` says what a method declares, :mod:`.registry` lists them)."""

@@ -1,0 +1,38 @@
+"""The parameters of the demo data (``palora data``), a typed and self-checking config section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..datasets.biographies import ATTRIBUTES, MAX_PEOPLE
+from ..datasets.known_facts import PROMPT as KNOWN_PROMPT
+from ..datasets.skills import SKILL_TASKS
+from .fields import check_value, documented
+
+
+@dataclass
+class DataSpec:
+    """What ``palora data`` generates: skill splits, fictional biographies, known capitals."""
+
+    skill_task: str = documented("basic_arithmetic_2", f"reasoning-gym skill task: {', '.join(SKILL_TASKS)}")
+    n_skill_train: int = documented(2000, "skill training lines {prompt, completion}")
+    n_skill_val: int = documented(200, "skill validation questions (distinct, none in train)")
+    n_skill_test: int = documented(500, "skill test questions (distinct, none in train or val)")
+    n_people: int = documented(100, "fictional people whose facts are injected")
+    qa_share: float = documented(0.5, "share of the people who also get train-only question-answer lines")
+    attributes: list[str] = documented(list(ATTRIBUTES), f"facts per person, among {', '.join(ATTRIBUTES)}")
+    known_prompt: str = documented(KNOWN_PROMPT, "prompt of a known fact, with a {country} field")
+    seed: int = documented(0, "seed of the generated data (independent of the training seed)")
+
+    def __post_init__(self) -> None:
+        tasks = ", ".join(SKILL_TASKS)
+        check_value(self.skill_task in SKILL_TASKS, "skill_task", self.skill_task, f"choose one of {tasks}")
+        for key in ("n_skill_train", "n_skill_val", "n_skill_test", "n_people"):
+            check_value(getattr(self, key) > 0, key, getattr(self, key), "must be positive")
+        check_value(self.n_people <= MAX_PEOPLE, "n_people", self.n_people, f"at most {MAX_PEOPLE}")
+        check_value(0 <= self.qa_share <= 1, "qa_share", self.qa_share, "must be in [0, 1]")
+        check_value(len(self.attributes) > 0, "attributes", self.attributes, "name at least one attribute")
+        for a in self.attributes:
+            check_value(a in ATTRIBUTES, "attributes", a, f"known: {', '.join(ATTRIBUTES)}")
+        check_value(len(set(self.attributes)) == len(self.attributes), "attributes", self.attributes, "repeated")
+        check_value("{country}" in self.known_prompt, "known_prompt", self.known_prompt, "needs a {country} field")

@@ -1,0 +1,1 @@
+"""Files: the run directory's artifacts, model loading, JSONL data, the metrics log."""

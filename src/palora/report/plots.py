@@ -1,0 +1,114 @@
+"""The run's figures (PNG, written atomically): retention against recall, the SVF scales, where
+the protected components sit in the spectrum, or the skill's input energy they hold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
+
+from ..core.svf import effective_scale  # noqa: E402
+from ..io.artifacts import RunDir, atomic_path  # noqa: E402
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write ``fig`` as a PNG atomically and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in rows:
+        if r.get("retention") is None:
+            continue
+        ax.errorbar(r["knowledge_recall"], r["retention"], xerr=r["knowledge_stderr"], fmt="o", capsize=3)
+        ax.annotate(r["name"], (r["knowledge_recall"], r["retention"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("new-fact recall")
+    ax.set_ylabel("skill retention (accuracy / expert's)")
+    ax.set_title("skill retention vs new-fact recall")
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def plot_scales(svf_path: Path, path: Path) -> None:
+    """Heat maps of ``s − 1`` (layer x singular index), one panel per kind of matrix."""
+    with safe_open(str(svf_path), framework="pt") as f:
+        meta = f.metadata() or {}
+        names = [k[: -len(".z")] for k in f.keys() if k.endswith(".z")]
+        panels: dict[str, list[torch.Tensor]] = {}
+        for name in names:
+            s = effective_scale(f.get_tensor(f"{name}.z"), f.get_tensor(f"{name}.sigma"), meta["parametrization"])
+            panels.setdefault(name.rpartition(".")[2], []).append(s - 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    vmax = max(float(torch.cat(v).abs().max()) for v in panels.values()) or 1.0
+    for ax, (kind, rows) in zip(axes[0], panels.items()):
+        r = max(x.numel() for x in rows)
+        grid = torch.full((len(rows), r), float("nan"))
+        for i, x in enumerate(rows):
+            grid[i, : x.numel()] = x
+        im = ax.imshow(grid.numpy(), aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(kind)
+        ax.set_xlabel("singular index (0 = largest σ)")
+        ax.set_ylabel("layer")
+    fig.colorbar(im, ax=axes[0].tolist(), label="s − 1")
+    fig.suptitle("learned SVF scales: the skill's fingerprint on the spectrum")
+    save_figure(fig, path)
+
+
+def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
+    """Where the protected components sit, against a top-k block of the same size."""
+    hist = stats["position_histogram"]
+    bins = len(hist)
+    fraction = stats["fraction"]
+    top = [min(max(fraction * bins - i, 0.0), 1.0) * stats["total"] / bins for i in range(bins)]
+    xs = [(i + 0.5) / bins for i in range(bins)]
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.bar(xs, hist, width=1 / bins, alpha=0.7, label=f"probe ({stats['rule']}, {stats['score']})", edgecolor="k")
+    ax.step([0] + [(i + 1) / bins for i in range(bins)], [top[0]] + top, where="pre", color="C3",
+            label="top-k block, same k")
+    ax.set_xlabel("position in the spectrum (index / rank)")
+    ax.set_ylabel("protected components")
+    ax.set_title(f"protected components: {100 * fraction:.1f}% of all")
+    ax.legend()
+    save_figure(fig, path)
+
+
+def plot_protected_energy(stats: dict[str, Any], path: Path) -> None:
+    """Activation basis: the share of the skill's input energy the protected directions hold,
+    per layer and kind of matrix (targets in module order)."""
+    panels: dict[str, list[float]] = {}
+    for name, share in stats["energy_share"].items():
+        panels.setdefault(name.rpartition(".")[2], []).append(share)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for kind, shares in panels.items():
+        ax.plot(range(len(shares)), shares, marker="o", ms=3, label=kind)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("share of the skill's input energy")
+    ax.set_title(f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): energy held")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def write_plots(rd: RunDir, rows: list[dict[str, Any]]) -> None:
+    rd.plots.mkdir(parents=True, exist_ok=True)
+    plot_retention_vs_recall(rows, rd.plots / "retention_vs_recall.png")
+    if rd.svf_expert.is_file():
+        plot_scales(rd.svf_expert, rd.plots / "svf_scales.png")
+    singular, activation = rd.probe_stats_file("singular"), rd.probe_stats_file("activation")
+    if singular.is_file():  # positions in W's spectrum
+        plot_protected_spectrum(json.loads(singular.read_text(encoding="utf-8")), rd.plots / "protected_spectrum.png")
+    if activation.is_file():  # the skill's input energy the protected directions hold
+        stats = json.loads(activation.read_text(encoding="utf-8"))
+        if "energy_share" in stats:  # (a union of several skills' directions has no per-skill share)
+            plot_protected_energy(stats, rd.plots / "protected_energy.png")

@@ -1,0 +1,74 @@
+"""The run's tables in markdown: the metrics table, lm-eval's scores, the certificates, stage times."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..io.artifacts import RunDir
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The metrics table; the old-fact column appears when the run measured old facts."""
+    known = any("known_recall" in r for r in rows)
+    head = "| model | skill accuracy % | retention % | new-fact recall % |"
+    rule = "|---|---|---|---|"
+    if known:
+        head += " old-fact recall % | old-fact retention % |"
+        rule += "---|---|"
+    head += " trainable params | train time s |\n"
+    rule += "---|---|\n"
+    lines = []
+    for r in rows:
+        t = r.get("train_time_s")
+        line = (f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
+                f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} |")
+        if known:
+            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} | {_pct(r.get('known_retention'))} |"
+        line += f" {r['trainable_parameters']:,} | {'' if t is None else f'{t:.1f}'} |"
+        lines.append(line)
+    return head + rule + "\n".join(lines) + "\n"
+
+
+def table_legend(rows: list[dict[str, Any]], seed: int) -> str:
+    """The sentence above :func:`markdown_table`: sizes of the sets, and what the columns mean."""
+    n_skill = rows[0]["n_skill"] if rows else 0
+    n_facts = rows[0]["n_knowledge"] if rows else 0
+    return (f"Skill items: {n_skill}, fact questions: {n_facts}, seed {seed}. "
+            "± is the binomial standard error; retention = skill accuracy / the expert's; "
+            "old-fact retention = old-fact recall / the base model's.\n")
+
+
+def lm_eval_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:
+    """lm-evaluation-harness scores: one row per model, one column per task and metric (± its stderr)."""
+    columns = sorted({(task, metric) for tasks in scores.values() for task, metrics in tasks.items()
+                      for metric in metrics if "_stderr," not in metric})
+    head = "| model | " + " | ".join(f"{task} {metric}" for task, metric in columns) + " |\n"
+    rule = "|---|" + "---|" * len(columns) + "\n"
+    lines = []
+    for name, tasks in scores.items():
+        cells = []
+        for task, metric in columns:
+            value = tasks.get(task, {}).get(metric)
+            stderr = tasks.get(task, {}).get(metric.replace(",", "_stderr,", 1))
+            cells.append("n/a" if value is None else f"{value:.3f}" + ("" if stderr is None else f" ± {stderr:.3f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + rule + "\n".join(lines) + "\n"
+
+
+def certificates(stages: dict[str, Any]) -> list[str]:
+    """One paragraph per orthogonal method: max over matrices of ‖U_Sᵀ ΔW‖/‖ΔW‖ and ‖ΔW V_S‖/‖ΔW‖."""
+    return [f"\nOrthogonality certificate of `{key.split(':', 1)[1]}` (max over matrices): "
+            f"‖U_Sᵀ ΔW‖/‖ΔW‖ = {v['certificate_out']:.2e}, ‖ΔW V_S‖/‖ΔW‖ = {v['certificate_in']:.2e}\n"
+            for key, v in stages.items() if key.startswith("inject:") and "certificate_out" in v]
+
+
+def stage_times(rd: RunDir) -> str:
+    """``Wall time per stage (s): svf 118.9, probe 9.3, ...`` from ``stages.json``."""
+    stages = json.loads(rd.stages.read_text(encoding="utf-8")) if rd.stages.is_file() else {}
+    times = [f"{k} {v['wall_time_s']:.1f}" for k, v in stages.items() if isinstance(v, dict) and "wall_time_s" in v]
+    return "Wall time per stage (s): " + (", ".join(times) if times else "n/a")

@@ -1,0 +1,121 @@
+"""The inject stages (``palora inject``), ``inject:<method>``: the facts into the expert with each
+method; each method's adapter (``methods/<method>/adapter/``, a plain peft LoRA adapter for the
+expert) and merged model.
+
+Every method starts from the same expert, seed and budget (rank, alpha, steps, batch, learning
+rate) and goes through the one injection path (:mod:`palora.injection`); what each method keeps
+its update off comes from :mod:`palora.protection`: the probe file of its basis (written by
+``palora probe``), or as many top or random components per matrix as the singular probe.
+
+With ``inject.protect_adapter`` (a second round of facts) every method starts from the expert
+with that earlier adapter merged, and its update is also kept off the earlier update's column and
+row spaces; ``inject.protect_adapter_side=none`` starts from the same model unprotected.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+from transformers import set_seed
+
+from ..config import RunConfig, require, to_dict
+from ..core.targets import find_targets
+from ..errors import ArtifactError
+from ..injection import inject
+from ..io.artifacts import ADAPTER_FILES, RunDir, atomic_path, stamp_adapter
+from ..io.data import load_train, tokenize_train
+from ..io.metrics_log import MetricsLog
+from ..io.models import load_tokenizer
+from ..methods.registry import METHODS
+from ..protection import RunProbes, kept_off, skill_batches, skill_subspaces, start_model, target_fingerprint
+from ..training.checkpoint import CheckpointSpec, discard_checkpoint
+from ..training.distributed import barrier, is_main
+from . import probe, svf
+from .engine import (
+    Stage,
+    digest,
+    file_digest,
+    folder_digest,
+    read_stages,
+    record,
+    skip_if_done,
+    text_inputs,
+    train_inputs,
+)
+
+#: InjectConfig keys not every method reads: the methods' own (Method.reads), the list of methods
+_NOT_COMMON = ("methods", "protect_adapter_side", "penalty_weight")
+
+
+def _inputs(method: str, cfg: RunConfig) -> dict:
+    """The injection settings, and what this method alone reads (so that, e.g., the penalty's weight
+    leaves the other methods' digests alone); the earlier round's adapter by its bytes."""
+    inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in _NOT_COMMON}
+    inject["train"] = train_inputs(cfg.inject.train)
+    inject.update({k: getattr(cfg.inject, k) for k in METHODS[method].reads})
+    if cfg.inject.protect_adapter:
+        inject["protect_adapter_side"] = cfg.inject.protect_adapter_side
+        inject["protect_adapter_files"] = folder_digest(cfg.inject.protect_adapter, ADAPTER_FILES)
+    return {"inject": inject, "knowledge_train": file_digest(cfg.data.knowledge_train), "seed": cfg.seed,
+            "save_merged": cfg.save_merged, **text_inputs(cfg)}
+
+
+def _upstream(method: str, cfg: RunConfig) -> list[Stage]:
+    basis = METHODS[method].probe_basis
+    return [svf.STAGE] if basis is None else [svf.STAGE, probe.stage_for(basis)]
+
+
+@functools.cache
+def stage_for(method: str) -> Stage:
+    key = f"inject:{method}"
+    return Stage(key, inputs=functools.partial(_inputs, method), upstream=functools.partial(_upstream, method),
+                 outputs=lambda rd: [rd.method(method), rd.checkpoint(key), rd.tensorboard(key)])
+
+
+def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    examples = load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))
+    log = MetricsLog(rd.root, cfg.log, to_dict(cfg))  # a missing tracker package fails here, before training
+    if not rd.expert_model.is_dir():
+        raise ArtifactError(f"{rd.expert_model} does not exist: run `palora svf --out {rd.root}` first")
+    tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
+    items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
+    base_fp = read_stages(rd).get("svf", {}).get("base_fingerprint", "")
+    results = {}
+    for name in cfg.inject.methods:
+        stage = stage_for(name)
+        done = skip_if_done(rd, cfg, stage)
+        if done is not None:
+            results[name] = done
+            continue
+        begin = time.perf_counter()
+        set_seed(cfg.seed)
+        start = start_model(cfg, rd)
+        method = METHODS[name]
+        skill = skill_subspaces(method, RunProbes(cfg, rd, start.expert_fingerprint), cfg.seed)
+        targets_fp = target_fingerprint(start.model, cfg)  # of the start: the expert, or the expert + an earlier round
+        subspaces, side = kept_off(method, cfg, skill, start, find_targets(start.model, cfg.model.target_modules))
+        done = inject(method, start.model, items, tok.pad_token_id, cfg, subspaces, side,
+                      reload=lambda: start_model(cfg, rd).model, stage=stage.key,
+                      skill_batches=lambda: skill_batches(cfg, tok), log=log, progress=progress,
+                      checkpoint=CheckpointSpec(rd.checkpoint(stage.key), cfg.inject.train.checkpoint_every,
+                                                digest(cfg, stage)),
+                      earlier=start.earlier)
+        info = done.info
+        if start.earlier is not None:
+            info["protect_adapter"] = cfg.inject.protect_adapter
+        if is_main():  # one writer; the other ranks wait until the files are there
+            with atomic_path(rd.adapter(name), is_dir=True) as tmp:
+                done.model.save_pretrained(tmp)
+                stamp_adapter(tmp, base_fp, targets_fp, name)
+            if cfg.save_merged:
+                merged = done.model.merge_and_unload()
+                with atomic_path(rd.merged_model(name), is_dir=True) as tmp:
+                    merged.save_pretrained(tmp)
+                    tok.save_pretrained(tmp)
+            info["wall_time_s"] = round(time.perf_counter() - begin, 2)
+            record(rd, cfg, stage, info)
+            discard_checkpoint(rd.checkpoint(stage.key))
+        barrier()
+        results[name] = info
+    return results

@@ -1,0 +1,1 @@
+"""The one training loop (both stages), its checkpoints, several processes, REINFORCE, memory probes."""

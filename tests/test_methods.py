@@ -178,3 +178,32 @@ def test_full_mlp_trains_every_target_weight_and_nothing_else():
     built = build_method(METHODS["full-mlp"], model, config(), None, None)
     trainable = {n for n, p in built.model.named_parameters() if p.requires_grad}
     assert trainable == {f"{t.name}.weight" for t in find_targets(model)}
+
+
+def off_span(X: torch.Tensor, Q: torch.Tensor) -> float:
+    """``‖(I − Q Qᵀ) X‖ / ‖X‖``: how much of ``X``'s columns lies outside ``span(Q)`` (orthonormal ``Q``)."""
+    return rel_err(Q @ (Q.T @ X), X)
+
+
+def test_mica_trains_only_a_on_the_minor_left_singular_vectors():
+    """peft's MiCA (``init_lora_weights="mica"``): ``B`` is the ``r`` minor left singular vectors of ``W``,
+    frozen, ``A = 0``; the model starts as the expert and every update writes into ``span(B)`` alone."""
+    expert = make_tiny_model("llama")
+    model = copy.deepcopy(expert)
+    built = build_method(METHODS["mica"], model, config(), None)
+    assert rel_err(logits(built.model), logits(expert)) < 1e-6
+    minors = {}
+    for t in find_targets(expert):
+        layer = lora_layer(built.model, t.name)
+        A, B = layer.lora_A[ADAPTER_NAME].weight, layer.lora_B[ADAPTER_NAME].weight
+        assert not B.requires_grad and A.requires_grad and float(A.detach().abs().max()) == 0.0
+        minors[t.name] = torch.linalg.svd(weight_matrix(t.module).detach().float(), full_matrices=False)[0][:, -RANK:]
+        assert off_span(B.detach(), minors[t.name]) < 1e-5
+    frozen = {t.name: lora_layer(built.model, t.name).lora_B[ADAPTER_NAME].weight.detach().clone()
+              for t in find_targets(expert)}
+    train(built.model, tiny_train_items(16), TrainCollator(0), config().inject.train, seed=0, stage="mica",
+          progress=False)
+    for name, minor in minors.items():
+        assert torch.equal(lora_layer(built.model, name).lora_B[ADAPTER_NAME].weight, frozen[name])
+        delta = lora_delta(built.model, name)
+        assert float(delta.norm()) > 0 and off_span(delta, minor) < 1e-5

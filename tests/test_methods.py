@@ -207,3 +207,32 @@ def test_mica_trains_only_a_on_the_minor_left_singular_vectors():
         assert torch.equal(lora_layer(built.model, name).lora_B[ADAPTER_NAME].weight, frozen[name])
         delta = lora_delta(built.model, name)
         assert float(delta.norm()) > 0 and off_span(delta, minor) < 1e-5
+
+
+def test_lora_intruders_is_the_documented_mitigation_and_one_plain_adapter():
+    """``lora-intruders``' finish (peft's ``reduce_intruder_dimension``, its defaults k = 10, ε = 0.5,
+    λ = 0.75): with ``W + ΔW = U' Σ' V'ᵀ`` and ``I`` the top-k directions whose largest |cos| with ``W``'s
+    left singular vectors is below ε, the adapter becomes the rank-r truncation of
+    ``ΔW − (1 − λ) U'_I Σ'_I V'_Iᵀ``; an update without intruders is kept; one adapter remains."""
+    expert = make_tiny_model("llama")
+    built = build_method(METHODS["lora-intruders"], copy.deepcopy(expert), config(), None)
+    targets = find_targets(expert)
+    large, small = targets[0].name, targets[1].name
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a large random update (it intrudes) and a tiny one (it does not)
+        for t in targets:
+            B = lora_layer(built.model, t.name).lora_B[ADAPTER_NAME].weight
+            B.copy_((10.0 if t.name == large else 1e-4) * torch.randn(B.shape, generator=g))
+    before = {t.name: lora_delta(built.model, t.name) for t in targets}
+    METHODS["lora-intruders"].finish(built.model)
+    assert list(built.model.peft_config) == [ADAPTER_NAME]
+    W = {t.name: weight_matrix(t.module).detach().float() for t in targets}
+    U_base = torch.linalg.svd(W[large], full_matrices=False)[0]
+    U, S, Vh = torch.linalg.svd(W[large] + before[large], full_matrices=False)
+    intruders = torch.where((U.T @ U_base).abs().max(dim=1).values[:10] < 0.5)[0]
+    assert intruders.numel() > 0
+    mitigated = before[large] - 0.25 * (U[:, intruders] * S[intruders]) @ Vh[intruders]
+    u, s, vh = torch.linalg.svd(mitigated, full_matrices=False)
+    assert rel_err(lora_delta(built.model, large), (u[:, :RANK] * s[:RANK]) @ vh[:RANK]) < 1e-4
+    assert float(lora_delta(built.model, large).norm()) < float(before[large].norm())
+    assert torch.allclose(lora_delta(built.model, small), before[small])

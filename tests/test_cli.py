@@ -276,3 +276,13 @@ def test_probe_with_the_activation_basis(data, tmp_path):
         U, V = f.get_tensor(f"{name}.U"), f.get_tensor(f"{name}.V")  # vectors stored even when asked not to
     assert U.shape[1] == 0 and V.shape[1] > 0
     torch.testing.assert_close(V.T @ V, torch.eye(V.shape[1]), atol=1e-5, rtol=0)
+
+
+def test_a_verbs_shipped_config_is_never_a_path_of_the_current_directory(tmp_path, monkeypatch):
+    """``palora demo`` reads palora/configs/demo.yaml even where the current directory holds ``demo/``."""
+    from palora.cli import build_parser, configure
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    cfg = configure(build_parser().parse_args(["demo", "--out", "demo"]))
+    assert cfg.inject.methods == ["act-protect", "lora"] and cfg.data.skill_train == "demo/data/skill_train.jsonl"

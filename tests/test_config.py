@@ -187,7 +187,9 @@ def test_train_config_checks_itself():
 
 
 def test_a_removed_key_says_what_replaced_it():
-    """``probe.basis`` chose the probe of ``palora`` once; now the method names its basis."""
+    """``probe.basis`` chose the probe of ``palora`` once; now the method names its basis. An old
+    run directory's ``config.yaml`` holds ``basis: singular``, what ``palora`` still means: it loads."""
+    assert resolve(None, ["probe.basis=singular"]) == RunConfig()
     with pytest.raises(ConfigError) as e:
         resolve(None, ["probe.basis=activation"])
-    assert "probe.basis is no longer a setting" in str(e.value) and "act-protect" in str(e.value)
+    assert "probe.basis=activation is no longer a setting" in str(e.value) and "act-protect" in str(e.value)

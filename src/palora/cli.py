@@ -40,8 +40,6 @@ def config_keys_help(cls: type = RunConfig, prefix: str = "", sections: tuple[st
         if dataclasses.is_dataclass(value):
             if not sections or f.name in sections:
                 lines += config_keys_help(type(value), f"{prefix}{f.name}.")
-        elif not prefix and sections:
-            lines.append(f"  {f.name} = {value!r}\n      {f.metadata.get('help', '')}")
         else:
             lines.append(f"  {prefix}{f.name} = {value!r}\n      {f.metadata.get('help', '')}")
     return lines
@@ -93,12 +91,12 @@ def configure(args: argparse.Namespace) -> RunConfig:
     flags = {key: getattr(args, key, None) for key in (verb.flag(f)[0] for f in verb.flags)}
     flags["out"] = flags.get("out") or verb.out
     config_file = config_path(args.config) if args.config else None
-    if verb.demo_data == "always" or (verb.demo_data == "default" and config_file is None):
+    if verb.demo_data == "always" or (verb.demo_data == "with the shipped config" and config_file is None):
         from .stages.data import data_files  # the demo's data sets, written into <out>/data/
 
         flags.update(data_files(Path(flags["out"]) / "data"))
     if config_file is None and verb.config:
-        config_file = config_path(verb.config)
+        config_file = SHIPPED_CONFIGS / f"{verb.config}.yaml"
     elif config_file is None and verb.continues:  # continue the run found in --out (or the default one)
         existing = Path(flags.get("out") or RunConfig().out) / "config.yaml"
         config_file = existing if existing.is_file() else None

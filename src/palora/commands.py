@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .config import DEFAULT_METHODS
 from .methods.registry import FOR_EXPERT, METHODS, PAPER
@@ -48,7 +48,7 @@ DATA_FILES = "--skill-train skill_train.jsonl --skill-eval skill_eval.jsonl \\\n
 def _print_report(result: Any, rd: Any) -> str:
     from .report.tables import markdown_table, stage_times
 
-    return f"{markdown_table(result)}{stage_times(rd)}\nrun directory: {rd.root} (report.md, report.json, plots/)"
+    return f"{markdown_table(result)}\n{stage_times(rd)}\nrun directory: {rd.root} (report.md, report.json, plots/)"
 
 
 def _print_comparison(result: Any, rd: Any) -> str:
@@ -68,14 +68,15 @@ class Verb:
     config: str | None = None  # shipped config read when --config is not given
     out: str | None = None  # --out when not given
     #: point the data files into <out>/data/ (the demo's data): always, or only with the shipped config
-    demo_data: str | None = None  # "always" | "default" | None
+    demo_data: Literal["always", "with the shipped config"] | None = None
     continues: bool = False  # a stage verb: without --config, continue the run found in --out
     prints: Callable[[Any, Any], str] | None = None
-    flag_meanings: tuple[tuple[str, tuple[str, str, str]], ...] = ()  # flags that mean another key here
+    #: flags that mean another key for this verb than in FLAGS
+    flag_meanings: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def flag(self, flag: str) -> tuple[str, str, str]:
         """``(dotted config key, metavar, help)`` of ``flag`` for this verb."""
-        return dict(self.flag_meanings).get(flag, FLAGS[flag])
+        return self.flag_meanings.get(flag, FLAGS[flag])
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         module, _, function = self.runner.partition(":")
@@ -122,8 +123,8 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          "palora/configs/compare.yaml on the demo's data (--config replaces it); --out defaults to runs/compare; "
          "rerun to continue", ("--model", "--out", "--methods"),
          "palora compare --out runs/compare --methods svf,lora,act-protect,palora --set compare.seeds=[0,1]",
-         ".compare.run:run_compare", config="compare", out="runs/compare", demo_data="default",
+         ".compare.run:run_compare", config="compare", out="runs/compare", demo_data="with the shipped config",
          prints=_print_comparison,
-         flag_meanings=(("--methods", ("compare.methods", "LIST", f"comma-separated methods to compare (default: "
-                                       f"all): {','.join(METHODS)}")),)),
+         flag_meanings={"--methods": ("compare.methods", "LIST", f"comma-separated methods to compare (default: "
+                                      f"all): {','.join(METHODS)}")}),
 )}

@@ -164,23 +164,21 @@ def evaluate_sets(model: Any, tokenizer: Any, sets: dict[str, EvalSet], cfg: Run
             for name, (examples, checker) in sets.items()}
 
 
-def evaluation_sets(cfg: RunConfig) -> dict[str, EvalSet]:
-    """The run's evaluation files: ``skill`` and ``knowledge`` (required) and ``known`` (optional), each
-    read and checked against its checker (``FILE:LINE`` errors), so that a bad file fails before training."""
+#: per split, the ``data.*`` keys of the skill and knowledge sets and the flag that sets each
+SPLITS = {"test": (("skill_eval", "--skill-eval"), ("knowledge_eval", "--knowledge-eval")),
+          "val": (("skill_val", "--set data.skill_val=FILE"), ("knowledge_val", "--set data.knowledge_val=FILE"))}
+
+
+def evaluation_sets(cfg: RunConfig, split: str = "test") -> dict[str, EvalSet]:
+    """A split's evaluation files, each read and checked against its checker (``FILE:LINE`` errors),
+    so that a bad file fails before training: ``skill`` and ``knowledge`` (required) and, on the
+    test split, ``known`` (optional). ``val``: the splits ``palora compare`` chooses rates on."""
     d = cfg.data
-    sets = {"skill": (load_eval(require(d.skill_eval, "data.skill_eval", "--skill-eval"), d.skill_checker),
+    (skill, skill_flag), (knowledge, knowledge_flag) = SPLITS[split]
+    sets = {"skill": (load_eval(require(getattr(d, skill), f"data.{skill}", skill_flag), d.skill_checker),
                       d.skill_checker),
-            "knowledge": (load_eval(require(d.knowledge_eval, "data.knowledge_eval", "--knowledge-eval"),
+            "knowledge": (load_eval(require(getattr(d, knowledge), f"data.{knowledge}", knowledge_flag),
                                     d.knowledge_checker), d.knowledge_checker)}
-    if d.known_eval:
+    if split == "test" and d.known_eval:
         sets["known"] = (load_eval(d.known_eval, d.knowledge_checker), d.knowledge_checker)
     return sets
-
-
-def validation_sets(cfg: RunConfig) -> dict[str, EvalSet]:
-    """The validation splits ``palora compare`` chooses learning rates on: ``skill`` and ``knowledge``."""
-    d = cfg.data
-    return {"skill": (load_eval(require(d.skill_val, "data.skill_val", "--set data.skill_val=FILE"), d.skill_checker),
-                      d.skill_checker),
-            "knowledge": (load_eval(require(d.knowledge_val, "data.knowledge_val", "--set data.knowledge_val=FILE"),
-                                    d.knowledge_checker), d.knowledge_checker)}

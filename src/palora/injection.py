@@ -70,13 +70,17 @@ def inject(
     progress: bool = True,
     checkpoint: CheckpointSpec | None = None,
     earlier: dict[str, UpdateSpaces] | None = None,
+    trained_hook: Callable[[], None] | None = None,
 ) -> Injected:
     """Steps 1–5 of the module docstring on the start ``model``; ``reload`` gives a fresh copy of it
-    (for the whole rebuild after FSDP2). Raises :class:`~palora.errors.PaloraError` when the loss
+    (for the whole rebuild after FSDP2); ``trained_hook`` is called right after training (e.g. to
+    read the training's peak memory). Raises :class:`~palora.errors.PaloraError` when the loss
     diverges."""
     built, targets = build(method, model, cfg, subspaces, side, skill_batches)
     result = train(built.model, items, TrainCollator(pad_token_id), cfg.inject.train, seed=cfg.seed, stage=stage,
                    log=log, progress=progress, regularizer=built.regularizer, checkpoint=checkpoint)
+    if trained_hook is not None:
+        trained_hook()
     trained = built.model
     if result.sharded:  # FSDP2 shards: the same model, rebuilt whole, with the trained adapter
         state = full_trainable_state(trained)
@@ -100,11 +104,21 @@ def inject(
 def certify(model: PeftModel, targets: list[Target], subspaces: dict[str, Subspace]) -> dict[str, float]:
     """``certificate_out`` = max ``‖U_Sᵀ ΔW‖/‖ΔW‖``, ``certificate_in`` = max ``‖ΔW V_S‖/‖ΔW‖`` over the
     targets (both measured, whichever sides the method protects), and ``update_norm`` = ``‖ΔW‖_F``
-    over all targets together."""
-    deltas = {t.name: lora_delta(model, t.name) for t in targets}
-    ratios = [certificate(deltas[t.name], subspaces[t.name]) for t in targets]
-    return {"certificate_out": max(r[0] for r in ratios), "certificate_in": max(r[1] for r in ratios),
-            "update_norm": float(sum(d.square().sum() for d in deltas.values()).sqrt())}
+    over all targets together; one ``ΔW`` (m x n, float32) at a time."""
+    out = inn = squares = 0.0
+    for t in targets:
+        delta = lora_delta(model, t.name)
+        ratio_out, ratio_in = certificate(delta, subspaces[t.name])
+        out, inn, squares = max(out, ratio_out), max(inn, ratio_in), squares + float(delta.square().sum())
+        del delta
+    return {"certificate_out": out, "certificate_in": inn, "update_norm": squares ** 0.5}
+
+
+def certified(info: dict[str, Any], side: Side) -> float:
+    """The certificate of the sides ``side`` protects: the largest of ``certificate_out`` (out, both)
+    and ``certificate_in`` (in, both) that :func:`certify` recorded."""
+    return max(info["certificate_out"] if side in ("both", "out") else 0.0,
+               info["certificate_in"] if side in ("both", "in") else 0.0)
 
 
 def merged(model: nn.Module) -> nn.Module:

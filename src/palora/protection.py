@@ -33,7 +33,7 @@ import torch
 from peft import PeftModel
 from torch import nn
 
-from .config import RunConfig, load, require
+from .config import DataConfig, RunConfig, load, require
 from .core.combine import shares, unite
 from .core.covariance import activation_subspaces
 from .core.linalg import fingerprint, iter_svd
@@ -129,13 +129,16 @@ def selections(cfg: RunConfig, rd: RunDir) -> list[tuple[RunConfig, RunDir]]:
     with this run's settings and that run's data section (its skill data, max_length, template)."""
     own = [(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skill_train=f)), rd)
            for f in cfg.probe.skill_data] or [(cfg, rd)]
-    extra = []
-    for run in cfg.probe.extra_runs:
-        path = Path(run) / "config.yaml"
-        if not path.is_file():
-            raise ArtifactError(f"probe.extra_runs: {run} has no config.yaml (run `palora svf --out {run}` first)")
-        extra.append((dataclasses.replace(cfg, data=load(path).data), RunDir(run)))
+    extra = [(dataclasses.replace(cfg, data=other_run_data(run)), RunDir(run)) for run in cfg.probe.extra_runs]
     return own + extra
+
+
+def other_run_data(run: str) -> DataConfig:
+    """The data section of another run directory's ``config.yaml`` (a run of ``probe.extra_runs``)."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise ArtifactError(f"probe.extra_runs: {run} has no config.yaml (run `palora svf --out {run}` first)")
+    return load(path).data
 
 
 def probe_run(cfg: RunConfig, rd: RunDir, basis: str, progress: bool = True) -> Probed:
@@ -207,7 +210,12 @@ class RunProbes:
         return load_probe(self.cfg, self.rd.subspace_file(basis), self.expert_fp)
 
     def base_targets(self) -> list[Target]:
-        return find_targets(load_model(self.cfg.model), self.cfg.model.target_modules)
+        return base_targets(self.cfg)
+
+
+def base_targets(cfg: RunConfig) -> list[Target]:
+    """The base model's targets (its SVD is the one the singular probe sliced)."""
+    return find_targets(load_model(cfg.model), cfg.model.target_modules)
 
 
 def load_probe(cfg: RunConfig, path: Path, expert_fp: str) -> dict[str, Subspace]:
@@ -277,12 +285,17 @@ def start_model(cfg: RunConfig, rd: RunDir) -> Start:
 def kept_off(method: Method, cfg: RunConfig, skill: dict[str, Subspace] | None, start: Start,
              targets: list[Target]) -> tuple[dict[str, Subspace] | None, str]:
     """What the update is kept off and on which side: the skill's subspaces on the method's side
-    (else ``inject.side``), united with an earlier round's spaces (then applied on both sides, the
-    sides being chosen per block by :func:`palora.core.update_spaces.protected_spaces`)."""
-    side = method.side or cfg.inject.side
+    (:func:`own_side`); with an earlier round, its spaces united with the skill's on ``inject.side``,
+    applied on both sides (the sides are chosen per block by
+    :func:`palora.core.update_spaces.protected_spaces`)."""
     earlier_side = cfg.inject.protect_adapter_side
     if start.earlier is None or earlier_side == "none":
-        return skill, side
+        return skill, own_side(method, cfg)
     united = {t.name: protected_spaces(None if skill is None else skill[t.name], start.earlier.get(t.name), t.shape,
-                                       side, earlier_side) for t in targets}
+                                       cfg.inject.side, earlier_side) for t in targets}
     return united, "both"
+
+
+def own_side(method: Method, cfg: RunConfig) -> str:
+    """The side a method projects its own protected set on: its own, else ``inject.side``."""
+    return method.side or cfg.inject.side

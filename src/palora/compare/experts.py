@@ -14,11 +14,11 @@ from torch import nn
 
 from ..config import RunConfig, save
 from ..core.subspace import Subspace
-from ..core.targets import Target, find_targets
+from ..core.targets import Target
 from ..io.artifacts import RunDir
 from ..io.models import load_model
 from ..methods.base import Method
-from ..protection import probe_run, skill_subspaces
+from ..protection import base_targets, probe_run, skill_subspaces
 from ..stages.opening import open_run
 from ..stages.svf import run_svf
 
@@ -73,4 +73,4 @@ class _Probes:
         return cache[key]
 
     def base_targets(self) -> list[Target]:
-        return find_targets(load_model(self.cfg.model), self.cfg.model.target_modules)
+        return base_targets(self.cfg)

@@ -4,7 +4,7 @@ A row's digest (``settings``) is the engine's (:func:`palora.stages.engine.diges
 digests of the stages its model went through, computed for the job's own configuration (its seed,
 rate and protected share): the SVF expert, the probe of the method's basis, the method's inject
 stage, and what the scores depend on (:func:`palora.stages.evaluate.scoring_inputs`, validation
-files included). A setting a stage reads is in its row's digest with no list kept here: a row is
+files included, and the generation's length and limit; not its batch size or lm-eval's settings). A setting a stage reads is in its row's digest with no list kept here: a row is
 reused exactly when the stage it ran would be. Rows of other settings stay in the file, ignored.
 """
 
@@ -41,7 +41,8 @@ def job_config(cfg: RunConfig, job: Job) -> RunConfig:
 def job_digest(cfg: RunConfig, job: Job) -> str:
     jcfg = job_config(cfg, job)
     method = METHODS[job.method]
-    tree: dict[str, Any] = {"svf": digest(jcfg, svf.STAGE), "scores": scoring_inputs(jcfg, SCORED_FILES)}
+    scores = {**scoring_inputs(jcfg, SCORED_FILES), "generation": [jcfg.eval.max_new_tokens, jcfg.eval.limit]}
+    tree: dict[str, Any] = {"svf": digest(jcfg, svf.STAGE), "scores": scores}
     if method.probe_basis is not None:
         tree["probe"] = digest(jcfg, probe.stage_for(method.probe_basis))
     if method.trains:

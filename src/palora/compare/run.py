@@ -19,13 +19,13 @@ from transformers import set_seed
 
 from ..config import RunConfig, require
 from ..errors import ConfigError, PaloraError
-from ..evaluation import EvalSet, evaluate_sets, evaluation_sets, validation_sets
-from ..injection import inject, merged
+from ..evaluation import EvalSet, evaluate_sets, evaluation_sets
+from ..injection import certified, inject, merged
 from ..io.artifacts import RunDir, atomic_path, write_json
 from ..io.data import load_train, tokenize_train
 from ..io.models import load_tokenizer
 from ..methods.registry import METHODS
-from ..protection import skill_batches
+from ..protection import own_side, skill_batches
 from ..stages.data import check_skill_checker, run_data
 from ..training.memory import MemProbe
 from .experts import Experts
@@ -75,22 +75,22 @@ def run_job(job: Job, cfg: RunConfig, experts: Experts, tok, items, splits: dict
         # left, so its absolute peak is no method's number); CUDA: allocated tensors, model included
         floor = memory.current() if device.type != "cuda" else 0
         memory.reset_peak()
-        side = method.side or cfg.inject.side
+        peak: list[int] = []  # read when the training ends, before bake and certificate
+        side = own_side(method, cfg)
         try:
             done = inject(method, model, items, tok.pad_token_id, jcfg, subspaces, side,
                           reload=lambda: experts.load_expert(job.seed), stage=f"{job.method} seed {job.seed} lr {job.lr:g}",
-                          skill_batches=lambda: skill_batches(jcfg, tok), progress=progress)
+                          skill_batches=lambda: skill_batches(jcfg, tok), progress=progress,
+                          trained_hook=lambda: peak.append(memory.peak()))
         except PaloraError as e:  # e.g. a loss that diverged at this rate: recorded, never chosen
             row.update(failed=str(e), wall_time_s=round(time.perf_counter() - start, 2))
             return row
         info = done.info
         row.update(trainable_parameters=info["trainable_parameters"], train_time_s=info["train_time_s"],
-                   final_loss=info["final_loss"], peak_memory_mb=round(max(memory.peak() - floor, 0) / 2**20, 1),
+                   final_loss=info["final_loss"], peak_memory_mb=round(max(peak[0] - floor, 0) / 2**20, 1),
                    peak_memory_kind=CUDA_PEAK if device.type == "cuda" else CPU_PEAK)
         if "certificate_out" in info:  # a projected update: certified on the sides the method protects
-            row["update_norm"] = info["update_norm"]
-            row["certificate"] = max(info["certificate_out"] if side in ("both", "out") else 0.0,
-                                     info["certificate_in"] if side in ("both", "in") else 0.0)
+            row.update(update_norm=info["update_norm"], certificate=certified(info, side))
         model = merged(done.model)
     model.eval()
     if job.phase == "grid":
@@ -143,7 +143,7 @@ def run_compare(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         raise ConfigError("palora compare probes one skill (data.skill_train): probe.skill_data and "
                           "probe.extra_runs are for palora probe / palora run")
     _prepare_data(cfg, rd, progress)
-    splits = {"val": validation_sets(cfg), "test": evaluation_sets(cfg)}  # bad files refused before any training
+    splits = {split: evaluation_sets(cfg, split) for split in ("val", "test")}  # bad files refused before training
     knowledge = load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))
     require(cfg.data.skill_train, "data.skill_train", "--skill-train")
     rows = Rows(rd.root / "compare.jsonl", cfg)

@@ -85,7 +85,10 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "", base: Any = Non
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if f"{prefix}{key}" in REMOVED_KEYS:
-            raise ConfigError(f"{prefix}{key} is no longer a setting: {REMOVED_KEYS[f'{prefix}{key}']}")
+            same, why = REMOVED_KEYS[f"{prefix}{key}"]
+            if value == same:  # what it always meant: an old config.yaml still loads
+                continue
+            raise ConfigError(f"{prefix}{key}={value} is no longer a setting: {why}")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(names)}"

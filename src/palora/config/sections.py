@@ -20,11 +20,12 @@ PACKAGED_DEFAULT_MODEL = "smollm2-135m-instruct"
 #: (the skill's input-covariance directions protected) and plain LoRA to measure them against
 DEFAULT_METHODS = ["act-protect", "lora"]
 
-#: keys that were settings once, and what replaced them (an old config.yaml names them)
+#: keys that were settings once: the value that meant what palora does now (an old run directory's
+#: config.yaml holds it, and is read as before), and what replaced the key for any other value
 REMOVED_KEYS = {
-    "probe.basis": "the method names the basis it protects: palora (the paper's singular components) reads the "
-                   "singular probe, act-protect (the skill's input covariance) the activation probe; delete the "
-                   "key and choose with --methods",
+    "probe.basis": ("singular", "the method names the basis it protects: palora (the paper's singular components) "
+                    "reads the singular probe, act-protect (the skill's input covariance) the activation probe; "
+                    "delete the key and choose with --methods"),
 }
 
 

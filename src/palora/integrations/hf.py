@@ -94,7 +94,7 @@ def prepare_orthogonal_lora(
     """
     targets, subspaces, meta = load_for_model(subspace_path, model)  # fingerprint checked: the expert or its base
     peft_model = add_lora(model, targets, rank, alpha, dropout, subspaces=subspaces, side=side, soft=soft)
-    setattr(peft_model, BASE_FINGERPRINT_ATTR, meta.get("base_fingerprint", fingerprint(targets)))
+    setattr(peft_model, BASE_FINGERPRINT_ATTR, meta.get("base_fingerprint") or fingerprint(targets))
     return peft_model
 
 

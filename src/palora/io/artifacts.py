@@ -2,9 +2,11 @@
 
 Layout (docs/design.md, "Contracts")::
 
-    config.yaml  svf_expert.safetensors  subspace.safetensors  subspace-activation.safetensors  expert_model/
+    config.yaml  stages.json  svf_expert.safetensors  expert_model/
+    subspace.safetensors  probe_stats.json                          (the singular probe)
+    subspace-activation.safetensors  probe_stats-activation.json    (the activation probe)
     methods/<method>/adapter/  methods/<method>/merged_model/
-    report.json  report.md  README.md (model card)  metrics.jsonl  plots/  tensorboard/ (when asked)
+    report.json  report.md  README.md (model card)  metrics.jsonl  evaluations/  plots/  tensorboard/ (when asked)
 
 ``svf_expert.safetensors`` holds ``<name>.z`` and ``<name>.sigma``; ``subspace.safetensors`` holds
 ``<name>.indices`` (int64), ``<name>.U`` (m x k), ``<name>.V`` (n x k) and, for the soft projector,

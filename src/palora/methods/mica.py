@@ -6,7 +6,7 @@ into the column space the expert uses least. The base weights are untouched, so 
 plain peft adapter for the expert (``init_lora_weights="mica"`` in its config: peft ≥ 0.21 loads it).
 """
 
-from .base import Built, BuildContext, Method, lora
+from .base import BuildContext, Built, Method, lora
 
 
 def build(ctx: BuildContext) -> Built:

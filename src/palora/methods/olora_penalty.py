@@ -8,6 +8,8 @@ with earlier adapters the same way).
 
 from __future__ import annotations
 
+import dataclasses
+
 from .base import BuildContext, Built, Method, lora
 
 
@@ -17,7 +19,7 @@ def build(ctx: BuildContext) -> Built:
 
     if ctx.subspaces is None:
         raise ValueError("olora-penalty needs protected subspaces")
-    model = lora(BuildContext(ctx.model, ctx.targets, ctx.inject, None, ctx.side, ctx.soft)).model
+    model = lora(dataclasses.replace(ctx, subspaces=None)).model  # no projection: the penalty instead
     return Built(model, regularizer=SubspacePenalty(model, ctx.subspaces, ctx.inject.penalty_weight))
 
 

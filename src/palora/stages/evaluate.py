@@ -32,16 +32,17 @@ EVAL_FILES = ("skill_eval", "knowledge_eval", "known_eval")
 
 
 def scoring_inputs(cfg: RunConfig, files: tuple[str, ...]) -> dict:
-    """What a score depends on besides the model: the generation settings, the checkers, the text
+    """What a score depends on besides the model and the generation settings: the checkers, the text
     settings and the ``data.*`` files ``files`` by their bytes (the eval stage; ``palora compare``)."""
     d = cfg.data
-    return {"eval": to_dict(cfg.eval), "checkers": [d.skill_checker, d.knowledge_checker],
-            **{k: file_digest(getattr(d, k)) for k in files}, **text_inputs(cfg)}
+    return {"checkers": [d.skill_checker, d.knowledge_checker], **{k: file_digest(getattr(d, k)) for k in files},
+            **text_inputs(cfg)}
 
 
 STAGE = Stage(
     "eval",
-    inputs=lambda cfg: {**scoring_inputs(cfg, EVAL_FILES), "model": to_dict(cfg.model), "methods": cfg.inject.methods},
+    inputs=lambda cfg: {**scoring_inputs(cfg, EVAL_FILES), "eval": to_dict(cfg.eval), "model": to_dict(cfg.model),
+                        "methods": cfg.inject.methods},
     upstream=lambda cfg: [svf.STAGE, *[inject.stage_for(m) for m in cfg.inject.methods]],
     outputs=lambda rd: [rd.report_json, rd.report_md, rd.model_card, rd.plots, rd.evaluations],
 )

@@ -95,21 +95,21 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         skill = skill_subspaces(method, RunProbes(cfg, rd, start.expert_fingerprint), cfg.seed)
         targets_fp = target_fingerprint(start.model, cfg)  # of the start: the expert, or the expert + an earlier round
         subspaces, side = kept_off(method, cfg, skill, start, find_targets(start.model, cfg.model.target_modules))
-        done = inject(method, start.model, items, tok.pad_token_id, cfg, subspaces, side,
+        injected = inject(method, start.model, items, tok.pad_token_id, cfg, subspaces, side,
                       reload=lambda: start_model(cfg, rd).model, stage=stage.key,
                       skill_batches=lambda: skill_batches(cfg, tok), log=log, progress=progress,
                       checkpoint=CheckpointSpec(rd.checkpoint(stage.key), cfg.inject.train.checkpoint_every,
                                                 digest(cfg, stage)),
                       earlier=start.earlier)
-        info = done.info
+        info = injected.info
         if start.earlier is not None:
             info["protect_adapter"] = cfg.inject.protect_adapter
         if is_main():  # one writer; the other ranks wait until the files are there
             with atomic_path(rd.adapter(name), is_dir=True) as tmp:
-                done.model.save_pretrained(tmp)
+                injected.model.save_pretrained(tmp)
                 stamp_adapter(tmp, base_fp, targets_fp, name)
             if cfg.save_merged:
-                merged = done.model.merge_and_unload()
+                merged = injected.model.merge_and_unload()
                 with atomic_path(rd.merged_model(name), is_dir=True) as tmp:
                     merged.save_pretrained(tmp)
                     tok.save_pretrained(tmp)

@@ -18,11 +18,11 @@ from __future__ import annotations
 import functools
 import time
 
-from ..config import RunConfig, load, to_dict
-from ..errors import ConfigError
+from ..config import RunConfig, to_dict
+from ..errors import PaloraError
 from ..io.artifacts import RunDir, save_subspace, write_json
 from ..methods.registry import METHODS
-from ..protection import BASES, probe_run, selection_rule
+from ..protection import BASES, other_run_data, probe_run, selection_rule
 from ..training.distributed import barrier, is_main
 from . import svf
 from .engine import Stage, file_digest, read_stages, record, skip_if_done, text_inputs
@@ -36,8 +36,8 @@ def _extra_expert(run: str) -> dict:
     root = RunDir(run).root
     skill_train = None
     try:
-        skill_train = load(root / "config.yaml").data.skill_train
-    except ConfigError:  # a missing or broken config: the probe itself says so; the digest records its absence
+        skill_train = other_run_data(run).skill_train
+    except PaloraError:  # a missing or broken config: the probe itself says so; the digest records its absence
         pass
     return {"run": str(root.resolve()), "svf_expert": file_digest(str(root / "svf_expert.safetensors")),
             "skill_train": file_digest(skill_train)}

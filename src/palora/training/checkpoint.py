@@ -43,7 +43,7 @@ class CheckpointSpec:
 
     folder: Path
     every: int  # optimizer steps between two checkpoints; 0 = never
-    digest: str  # of the stage's inputs (palora.run_state): a checkpoint of other inputs is ignored
+    digest: str  # of the stage's inputs (palora.stages.engine): a checkpoint of other inputs is ignored
 
 
 @dataclass

@@ -4,7 +4,7 @@
         --subspace runs/hf/subspace.safetensors --out runs/hf_inject
     python examples/trl_sft_orthogonal_lora.py --subspace runs/demo/subspace.safetensors --out runs/y --steps 50
 
-Needs TRL (``pip install 'palora-llm[trl]'``). ``--subspace`` is the ``subspace.safetensors`` of
+Needs TRL (palora's ``trl`` extra: ``pip install -e '.[trl]'`` in its clone). ``--subspace`` is the ``subspace.safetensors`` of
 ``palora probe`` (or ``palora run``); ``--model`` the expert it was probed on (``OUT/expert_model``)
 or its base model (default: the packaged ``smollm2-135m-instruct``), checked by fingerprint.
 ``--data`` is a training JSONL (``{"prompt", "completion"}`` or ``{"text"}`` lines, TRL's own
@@ -30,7 +30,7 @@ try:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 except ImportError:  # an optional extra
-    sys.exit("this example needs TRL: pip install 'palora-llm[trl]'")
+    sys.exit("this example needs TRL: pip install 'trl>=1.16,<2' (palora's trl extra)")
 
 DATA = Path(__file__).resolve().parent / "data"
 

@@ -83,7 +83,18 @@ BAD_FILES = [
     (['{"text": "a"}', '{"prompt": "p"}'], load_train, 2, "missing key 'completion'"),
     (['{"completion": "c"}'], load_train, 1, "missing key 'prompt'"),
     (['{"prompt": "p", "completion": null}'], load_train, 1, "'completion' must be a string, got null"),
-    (['{"question": "q"}'], load_train, 1, "expected 'text' or 'prompt' and 'completion'"),
+    (['{"question": "q"}'], load_train, 1, "expected 'text', 'messages', or 'prompt' and 'completion'"),
+    # TRL's conversational forms, malformed
+    (['{"messages": []}'], load_train, 1, "'messages' must be a non-empty list of {'role', 'content'} turns"),
+    (['{"messages": [{"role": "user", "content": "q"}]}'], load_train, 1, "must end with an assistant turn"),
+    (['{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}]}'], load_train, 1,
+     "'messages'[1] must be {'role': system|user|assistant|tool, 'content': a string}"),
+    (['{"messages": [{"role": "bot", "content": "q"}, {"role": "assistant", "content": "a"}]}'], load_train, 1,
+     "'messages'[0] must be"),
+    (['{"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "user", "content": "a"}]}'],
+     load_train, 1, "a conversational 'completion' holds assistant turns only"),
+    (['{"messages": [], "text": "t"}'], load_train, 1, "has both 'text' and 'messages'"),
+    (['{"prompt": [], "answer": "a"}'], load_eval, 1, "'prompt' must be a non-empty list"),
     (['{"text": "t", "prompt": "p", "completion": "c"}'], load_train, 1, "both"),
     (['{"answer": "a"}'], load_eval, 1, "missing key 'prompt'"),
     (['{"prompt": "p"}'], load_eval, 1, "missing key 'answer'"),
@@ -207,3 +218,44 @@ def test_batches_reshuffle_each_epoch_and_depend_on_seed():
     assert take(batches(items, 50, seed=1), 1)[0] != epochs[0]
     with pytest.raises(DataError):
         next(batches([], 2, seed=0))
+
+
+# --- TRL's conversational formats ------------------------------------------------------------------
+
+TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+
+
+def test_conversational_lines_are_read_as_turns(tmp_path):
+    from palora.io.chat import Turn
+
+    user, answer = {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": " 5"}
+    path = write_jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "system", "content": "Be brief."}, user, answer]},
+        {"prompt": [user], "completion": [answer]},
+        {"prompt": "plain", "completion": " text"},
+    ])
+    system = Turn("system", "Be brief.")
+    assert load_train(path) == [TrainExample((system, Turn("user", "What is 2 + 3?")), " 5"),
+                                TrainExample((Turn("user", "What is 2 + 3?"),), " 5"),
+                                TrainExample("plain", " text")]
+    evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": [user], "answer": 5}])
+    assert load_eval(evals, "numeric") == [EvalExample((Turn("user", "What is 2 + 3?"),), "5")]
+
+
+def test_conversational_prompts_go_through_the_chat_template(tmp_path, tokenizer):
+    """The prompt turns are rendered with the generation prompt; the loss is on the assistant's text alone."""
+    from palora.io.data import format_prompt
+
+    tok = make_tiny_tokenizer()
+    tok.chat_template = TEMPLATE
+    path = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "hi"},
+                                                               {"role": "assistant", "content": " 5"}]}])
+    (example,) = load_train(path)
+    assert format_prompt(tok, example.prompt, chat_template=False) == "<|user|>hi<|assistant|>"
+    (item,) = tokenize_train([example], tok, max_length=64, chat_template=False)
+    prompt_ids = tok("<|user|>hi<|assistant|>", add_special_tokens=True)["input_ids"]
+    completion_ids = tok(" 5", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert item["input_ids"] == prompt_ids + completion_ids
+    assert item["labels"] == [-100] * len(prompt_ids) + completion_ids
+    with pytest.raises(DataError, match="needs a tokenizer with a chat template"):
+        tokenize_train([example], tokenizer, max_length=64, chat_template=False)  # this one has none

@@ -115,5 +115,5 @@ def test_run_refuses_a_bad_task_before_training(staged, tmp_path, capsys):
 def test_without_lm_eval_installed(staged, tmp_path, capsys, monkeypatch):
     run, argv = copy_run(staged, tmp_path)
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` meets where it is not installed
-    assert_one_line_error(capsys, [*argv, *LM_EVAL], "pip install 'palora-llm[eval]'")
+    assert_one_line_error(capsys, [*argv, *LM_EVAL], "pip install 'lm_eval<0.5,>=0.4.13'", "'.[eval]'")
     assert not (run / "report.json").exists()

@@ -128,13 +128,13 @@ def test_unknown_tracker_is_refused():
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
 def test_missing_tracker_package_is_one_line_naming_the_extra(tmp_path, data, capsys):  # noqa: F811
-    with pytest.raises(ConfigError, match=r"wandb is not installed: pip install 'palora-llm\[wandb\]'"):
+    with pytest.raises(ConfigError, match=r"wandb is not installed: pip install 'wandb<1,>=0.16' \(in palora's clone"):
         MetricsLog(tmp_path, LogConfig(report_to=["wandb"]))
     model = save_tiny_checkpoint(tmp_path / "base", "llama", seed=0)
     out = tmp_path / "run"
     assert main(run_args(model, data, out) + ["--set", "log.report_to=[wandb]"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "palora-llm[wandb]" in err
+    assert len(err.splitlines()) == 1 and "pip install 'wandb<1,>=0.16'" in err and "'.[wandb]'" in err
     assert not (out / "svf_expert.safetensors").exists() and not (out / "metrics.jsonl").exists()
 
 

@@ -78,7 +78,8 @@ def test_file_instead_of_folder_is_refused(tmp_path):
         resolve_model_path(str(f))
 
 
-def test_local_folder_and_hub_id(tmp_path):
+def test_local_folder_and_hub_id(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)  # an online machine
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
     assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert resolve_model_path("gpt2") == "gpt2"

@@ -169,7 +169,10 @@ def recorded(monkeypatch) -> dict[str, list[dict]]:
 
 
 @pytest.mark.parametrize("trust", [False, True])
-def test_hub_ids_are_loaded_from_safetensors_with_the_users_trust_setting(recorded, trust):
+def test_hub_ids_are_loaded_from_safetensors_with_the_users_trust_setting(recorded, trust, monkeypatch):
+    from palora.io import models
+
+    monkeypatch.setattr(models, "hub_reachable", lambda: True)  # an online machine
     load_model_and_tokenizer(ModelConfig(name="some-org/some-model", trust_remote_code=trust))
     (model,), (tok,) = recorded["model"], recorded["tokenizer"]
     assert model["path"] == tok["path"] == "some-org/some-model"

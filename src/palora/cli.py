@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from .commands import SHIPPED_CONFIGS, VERBS, Verb
@@ -31,25 +35,52 @@ def config_path(name: str) -> Path:
     return path
 
 
-def config_keys_help(cls: type = RunConfig, prefix: str = "", sections: tuple[str, ...] = ()) -> list[str]:
-    """One line per configuration key, ``key = default  help``, of the top-level ``sections`` (all when empty)."""
+def _choices(tp: Any) -> tuple | None:
+    """The allowed values of a ``Literal`` annotation (also inside ``X | None``)."""
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    for arg in typing.get_args(tp):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
+def config_keys_help(cfg: Any, prefix: str = "", sections: tuple[str, ...] = (), allowed: bool = False) -> list[str]:
+    """One entry per configuration key of ``cfg``'s top-level ``sections`` (all when empty): ``key =
+    value`` and its help line, with the allowed values of a choice when ``allowed``."""
     lines = []
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        value = getattr(defaults, f.name)
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             if not sections or f.name in sections:
-                lines += config_keys_help(type(value), f"{prefix}{f.name}.")
-        else:
-            lines.append(f"  {prefix}{f.name} = {value!r}\n      {f.metadata.get('help', '')}")
+                lines += config_keys_help(value, f"{prefix}{f.name}.", allowed=allowed)
+            continue
+        choices = _choices(hints[f.name]) if allowed else None
+        one_of = f"\n      one of: {', '.join(map(str, choices))}" if choices else ""
+        lines.append(f"  {prefix}{f.name} = {value!r}\n      {f.metadata.get('help', '')}{one_of}")
     return lines
+
+
+def _defaults(verb: Verb) -> RunConfig:
+    """The settings a verb starts from: its shipped config's, else the defaults."""
+    return resolve(SHIPPED_CONFIGS / f"{verb.config}.yaml") if verb.config else RunConfig()
 
 
 def _epilog(verb: Verb) -> str:
     shown = "the keys of the sections it reads" if verb.sections else "every key"
-    keys = "\n".join(config_keys_help(sections=verb.sections))
-    return (f"example:\n  {verb.example}\n\nmethods:\n{table()}\n\nconfiguration ({shown}; --set key=value, or the "
-            f"same keys in --config FILE.yaml):\n{keys}")
+    start = f"palora/configs/{verb.config}.yaml's values" if verb.config else "the defaults"
+    keys = "\n".join(config_keys_help(_defaults(verb), sections=verb.sections))
+    return (f"example:\n  {verb.example}\n\nmethods:\n{table()}\n\nconfiguration ({shown}, with {start}; --set "
+            f"key=value, or the same keys in --config FILE.yaml; `palora config` lists every key and its allowed "
+            f"values):\n{keys}")
+
+
+def show_config(cfg: RunConfig, progress: bool = True) -> str:
+    """``palora config``: every key with its value (the defaults, or those of --config / --set), its
+    help and its allowed values."""
+    return "configuration keys (--set key=value, or the same keys in --config FILE.yaml):\n" + "\n".join(
+        config_keys_help(cfg, allowed=True))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,42 +146,79 @@ def _restore(rd: Any, previous: bytes | None) -> None:
     """Put back the ``config.yaml`` a refused command replaced (or remove the one it created)."""
     if previous is None:
         rd.config.unlink(missing_ok=True)
-        if rd.root.is_dir() and not any(rd.root.iterdir()):
-            rd.root.rmdir()
         return
     tmp = rd.config.with_name(f".{rd.config.name}.restore")
     tmp.write_bytes(previous)
     tmp.replace(rd.config)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _quiet_libraries()
-    verb = VERBS[args.verb]
-    previous: bytes | None = None  # the run directory's config.yaml before this command
-    rd, wrote = None, False
-    try:
-        cfg = configure(args)
-        from .io.artifacts import RunDir
-        from .stages.opening import open_run
-        from .training.distributed import barrier, is_main
+def _run(verb: Verb, args: argparse.Namespace, cfg: RunConfig, rd: Any, main_process: bool) -> None:
+    """Open the run directory (refusing another run's), save the configuration, run the verb; a
+    refused command leaves the directory's ``config.yaml`` as it was."""
+    from .stages.opening import open_run
+    from .training.distributed import barrier
 
-        rd = RunDir(cfg.out)
-        main_process = is_main()
+    previous = rd.config.read_bytes() if rd.config.is_file() else None  # the config before this command
+    wrote = False
+    try:
         open_run(rd, cfg, overwrite=args.overwrite, writer=main_process)  # refuses another run's directory
         if main_process:
-            previous = rd.config.read_bytes() if rd.config.is_file() else None
-            rd.root.mkdir(parents=True, exist_ok=True)
-            save(cfg, rd.config)
+            save(cfg, rd.config, omit=verb.omits)
             wrote = True
         barrier()
         result = verb.run(cfg, rd, progress=not args.quiet)
         if verb.prints is not None and main_process:
             print(verb.prints(result, rd))
+    except PaloraError:
+        if wrote:
+            _restore(rd, previous)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with _environ(TQDM_DISABLE="1") if args.quiet else nullcontext():  # tqdm reads it: lm-eval's bars too
+        return _main(args)
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while the block runs, as it was afterwards."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _main(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    verb = VERBS[args.verb]
+    try:
+        cfg = configure(args)
+        if not verb.run_dir:
+            print(verb.run(cfg, progress=not args.quiet))
+            return 0
+        from .io.artifacts import RunDir
+        from .stages.opening import locked
+        from .training.distributed import is_main
+
+        rd = RunDir(cfg.out)
+        main_process = is_main()
+        created = not rd.root.exists()
+        try:
+            with locked(rd) if main_process else nullcontext():  # one command at a time per run directory
+                _run(verb, args, cfg, rd, main_process)
+        finally:
+            if created and rd.root.is_dir() and not any(rd.root.iterdir()):
+                rd.root.rmdir()  # a refused command leaves no empty directory behind
         return 0
     except PaloraError as e:
-        if wrote:  # a refused command leaves the run directory's config as it was
-            _restore(rd, previous)
         if args.debug:
             raise
         print(f"palora {args.verb}: error: {e}", file=sys.stderr)

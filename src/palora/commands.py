@@ -30,7 +30,7 @@ FLAGS: dict[str, tuple[str, str, str]] = {
                   f"any of {', '.join(FOR_EXPERT)}; {PAPER} is the paper's"),
     "--seed": ("seed", "N", "seed of every random choice"),
     "--lm-eval": ("eval.lm_eval_tasks", "TASKS", "comma-separated lm-evaluation-harness tasks also run on every "
-                  "model, e.g. gsm8k,arc_challenge (pip install 'palora-llm[eval]')"),
+                  "model, e.g. gsm8k,arc_challenge (needs lm-evaluation-harness: the eval extra)"),
     "--objective": ("svf.objective", "NAME", "SVF expert objective: sft (next-token loss) or reinforce "
                     "(policy gradient with the checker's +1/-1 reward, Transformer²)"),
     "--extra-runs": ("probe.extra_runs", "DIRS", "comma-separated run directories of other SVF experts of the same "
@@ -73,6 +73,9 @@ class Verb:
     prints: Callable[[Any, Any], str] | None = None
     #: flags that mean another key for this verb than in FLAGS
     flag_meanings: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    run_dir: bool = True  # False: prints something and writes nothing (palora config)
+    #: config sections its config.yaml leaves out when they hold their defaults (the verb never reads them)
+    omits: tuple[str, ...] = ("compare", "data_gen")
 
     def flag(self, flag: str) -> tuple[str, str, str]:
         """``(dotted config key, metavar, help)`` of ``flag`` for this verb."""
@@ -86,12 +89,14 @@ class Verb:
 VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("data", "write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, capitals "
          "the model already knows) and a manifest into --out", ("--model", "--out"),
-         "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval")),
+         "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval"),
+         omits=("compare",)),
     Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect and plain LoRA under one budget, "
          "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
          "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
          ("--out", "--seed"), "palora demo --out runs/demo --seed 1", ".stages.pipeline:run_demo",
-         config="demo", out="runs/demo", demo_data="always", prints=_print_report),
+         config="demo", out="runs/demo", demo_data="always", prints=_print_report, omits=("compare",),
+         sections=("model", "data", "data_gen", "svf", "probe", "inject", "eval", "log")),
     Verb("run", "every stage: SVF expert, probe, injection with each method, evaluation, report",
          ("--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out", "--methods",
           "--seed", "--lm-eval"),
@@ -124,7 +129,10 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          "rerun to continue", ("--model", "--out", "--methods"),
          "palora compare --out runs/compare --methods svf,lora,act-protect,palora --set compare.seeds=[0,1]",
          ".compare.run:run_compare", config="compare", out="runs/compare", demo_data="with the shipped config",
-         prints=_print_comparison,
+         prints=_print_comparison, omits=(),
          flag_meanings={"--methods": ("compare.methods", "LIST", f"comma-separated methods to compare (default: "
                                       f"all): {','.join(METHODS)}")}),
+    Verb("config", "print every configuration key with its value (the defaults, or those of --config and --set), "
+         "its help and its allowed values; runs nothing", (), "palora config --config demo --set inject.rank=8",
+         ".cli:show_config", run_dir=False),
 )}

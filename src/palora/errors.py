@@ -28,6 +28,37 @@ class FingerprintError(ArtifactError):
 
 
 def one_line(err: BaseException) -> str:
-    """The first non-blank line of a library's error message (its type name when it has none)."""
-    text = str(err).strip()
-    return text.splitlines()[0].strip() if text else type(err).__name__
+    """The first non-blank line of a library's error message (its type name when it has none); a
+    line that ends in a colon gets the next one, so that the sentence is not cut."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of palora's extras: its packages by name, read from the installed
+    distribution's metadata (palora installs from its clone, not from a package index)."""
+    import importlib.metadata
+
+    try:
+        requires = importlib.metadata.requires("palora-llm") or []
+    except importlib.metadata.PackageNotFoundError:
+        requires = []
+
+    def packages(name: str) -> list[str]:
+        out = []
+        for line in requires:
+            spec, _, marker = line.partition(";")
+            if f'extra == "{name}"' not in marker:
+                continue
+            spec = spec.strip()
+            if spec.startswith("palora-llm["):  # an extra made of other extras ([logging])
+                out += [p for sub in spec[len("palora-llm["):-1].split(",") for p in packages(sub.strip())]
+            else:
+                out.append(spec)
+        return out
+
+    named = " ".join(f"'{p}'" for p in packages(extra))
+    clone = f"in palora's clone: pip install -e '.[{extra}]'"
+    return f"pip install {named} ({clone})" if named else clone

@@ -178,11 +178,15 @@ def resolve(
     return from_dict(RunConfig, tree)
 
 
-def save(cfg: RunConfig, path: str | Path) -> None:
-    """Write ``cfg`` as YAML, atomically (a temporary file, then a rename)."""
+def save(cfg: RunConfig, path: str | Path, omit: tuple[str, ...] = ()) -> None:
+    """Write ``cfg`` as YAML, atomically (a temporary file, then a rename); the top-level sections
+    ``omit`` are left out where they hold their defaults (loading the file gives them back)."""
     path = Path(path)
+    tree = to_dict(cfg)
+    defaults = to_dict(RunConfig())
+    tree = {k: v for k, v in tree.items() if not (k in omit and v == defaults[k])}
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    tmp.write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -264,7 +264,7 @@ class EvalConfig:
     max_new_tokens: int = documented(16, "greedy tokens generated per answer")
     limit: int | None = documented(None, "evaluate at most this many items per set")
     lm_eval_tasks: list[str] | None = documented(
-        None, "lm-evaluation-harness tasks (gsm8k, arc_challenge, ...) also run on every model (needs palora-llm[eval])"
+        None, "lm-evaluation-harness tasks (gsm8k, arc_challenge, ...) also run on every model (needs the eval extra)"
     )
     lm_eval_include_path: str | None = documented(None, "folder of custom lm-eval task YAML files")
     lm_eval_limit: int | None = documented(None, "lm-eval: at most this many items per task (null: all)")

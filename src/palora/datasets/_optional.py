@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import DataError
+from ..errors import DataError, install_hint
 
 
 def require(module: str, package: str) -> ModuleType:
@@ -13,6 +13,4 @@ def require(module: str, package: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DataError(
-            f"the demo data needs {package}: pip install 'palora-llm[demo]' (or pip install {package})"
-        ) from None
+        raise DataError(f"the demo data needs {package}: {install_hint('demo')}") from None

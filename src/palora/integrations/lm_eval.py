@@ -7,7 +7,7 @@ tasks' data sets. The scores land in ``report.json`` as
 ``"lm_eval": {"<model>": {"<task>": {"<metric>,<filter>": value, ...}}}`` with lm-eval's own
 metric names (``exact_match,strict-match``, ``acc,none``, ``acc_stderr,none``).
 
-lm-eval is an optional dependency (``pip install 'palora-llm[eval]'``), imported here alone and
+lm-eval is an optional dependency (palora's ``eval`` extra), imported here alone and
 only when a run names tasks. Custom tasks are YAML files in ``eval.lm_eval_include_path``
 (``examples/lm_eval_task/`` is one, readable offline).
 """
@@ -17,18 +17,20 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, PaloraError, one_line
+from ..errors import ConfigError, PaloraError, install_hint, one_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from ..config import EvalConfig
 
-INSTALL_HINT = "pip install 'palora-llm[eval]'"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ def _import_lm_eval() -> Any:
     try:
         import lm_eval
     except ImportError:
-        raise PaloraError(f"eval.lm_eval_tasks needs lm-evaluation-harness: {INSTALL_HINT}") from None
+        raise PaloraError(f"eval.lm_eval_tasks needs lm-evaluation-harness: {install_hint('eval')}") from None
     return lm_eval
 
 
@@ -109,21 +111,41 @@ def _metrics(result: dict[str, Any]) -> dict[str, float]:
             if "," in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def score(tasks: LmEvalTasks, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, dict[str, float]]:
-    """``{task: {metric: value}}`` of ``model`` on every task (groups included, as lm-eval reports them)."""
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 on /dev/null while the block runs: what lm-eval's subprocesses print there
+    (``git describe``'s "fatal: not a git repository") stays off a quiet console."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def score(tasks: LmEvalTasks, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+          quiet: bool = False) -> dict[str, dict[str, float]]:
+    """``{task: {metric: value}}`` of ``model`` on every task (groups included, as lm-eval reports them);
+    ``quiet``: nothing of lm-eval's on stderr (its errors still raise)."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     c = tasks.cfg
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=c.lm_eval_batch_size)
-    out = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=tasks.names,
-        task_manager=tasks.manager,
-        limit=c.lm_eval_limit,
-        num_fewshot=c.lm_eval_num_fewshot,
-        apply_chat_template=c.lm_eval_chat_template,
-        confirm_run_unsafe_code=c.lm_eval_unsafe_code,
-        log_samples=False,
-    )
+    with _stderr_silenced() if quiet else nullcontext():
+        out = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=tasks.names,
+            task_manager=tasks.manager,
+            limit=c.lm_eval_limit,
+            num_fewshot=c.lm_eval_num_fewshot,
+            apply_chat_template=c.lm_eval_chat_template,
+            confirm_run_unsafe_code=c.lm_eval_unsafe_code,
+            log_samples=False,
+        )
     return {task: _metrics(result) for task, result in out["results"].items()}

@@ -3,11 +3,14 @@
 Training files (both stages), one JSON object a line:
 
 - ``{"text": t}``: language modelling, the loss is on every token of ``t``;
-- ``{"prompt": p, "completion": c}``: the loss is on the completion only.
+- ``{"prompt": p, "completion": c}``: the loss is on the completion only;
+- TRL's conversational forms, rendered by the tokenizer's chat template (:mod:`palora.io.chat`):
+  ``{"messages": [turn, ...]}`` (the loss on the last, assistant turn) and ``{"prompt": [turn,
+  ...], "completion": [turn]}``.
 
-Evaluation files: ``{"prompt": p, "answer": a}`` with optional ``"aliases": [a1, a2, ...]``;
-the model generates greedily from ``p`` and a named checker (:mod:`palora.core.checkers`) compares
-the output with ``a`` and its aliases.
+Evaluation files: ``{"prompt": p, "answer": a}`` with optional ``"aliases": [a1, a2, ...]``
+(``p`` a string or a list of turns); the model generates greedily from ``p`` and a named checker
+(:mod:`palora.core.checkers`) compares the output with ``a`` and its aliases.
 
 Extra keys are allowed and ignored, blank lines are skipped. Every problem raises
 :class:`~palora.errors.DataError` with a one-line message ``FILE:LINE: what is wrong``.
@@ -30,17 +33,22 @@ import torch
 
 from ..core.checkers import check_reference
 from ..errors import DataError, ModelError
+from .chat import Conversation, completion_text, parse_turns, render, split_messages
 
 IGNORE_INDEX = -100  # label of a token that carries no loss (torch.nn.CrossEntropyLoss default)
 
 T = TypeVar("T")
 
 
+#: a prompt: a string, or conversational turns rendered by the chat template
+Prompt = str | Conversation
+
+
 @dataclass(frozen=True)
 class TrainExample:
     """One training sequence; ``prompt == ""`` means loss on every token (a ``{"text"}`` line)."""
 
-    prompt: str
+    prompt: Prompt
     completion: str
 
 
@@ -48,7 +56,7 @@ class TrainExample:
 class EvalExample:
     """One evaluation question: the model answers ``prompt``, a checker compares with ``answer``."""
 
-    prompt: str
+    prompt: Prompt
     answer: str
     aliases: tuple[str, ...] = ()
 
@@ -105,21 +113,34 @@ def _field(path: Path | str, lineno: int, obj: dict[str, Any], key: str) -> str:
     return value
 
 
+def _prompt(path: Path | str, lineno: int, obj: dict[str, Any]) -> Prompt:
+    """``obj["prompt"]``: a string, or a list of turns (conversational)."""
+    if isinstance(obj.get("prompt"), list):
+        return parse_turns(path, lineno, "prompt", obj["prompt"])
+    return _field(path, lineno, obj, "prompt")
+
+
 def load_train(path: str | Path) -> list[TrainExample]:
-    """Training examples: each line has ``"text"`` or both ``"prompt"`` and ``"completion"``."""
+    """Training examples: each line has ``"text"``, ``"messages"``, or both ``"prompt"`` and ``"completion"``."""
     examples: list[TrainExample] = []
     for lineno, obj in _read_records(path):
-        has_text = "text" in obj
-        has_pair = "prompt" in obj or "completion" in obj
-        if has_text and has_pair:
-            raise DataError(f"{path}:{lineno}: has both 'text' and 'prompt'/'completion'; use one form")
-        if not has_text and not has_pair:
-            raise DataError(f"{path}:{lineno}: expected 'text' or 'prompt' and 'completion'")
-        if has_text:
+        forms = [f for f, present in (("'text'", "text" in obj), ("'messages'", "messages" in obj),
+                                      ("'prompt'/'completion'", "prompt" in obj or "completion" in obj)) if present]
+        if len(forms) > 1:
+            raise DataError(f"{path}:{lineno}: has {'both ' if len(forms) == 2 else ''}{' and '.join(forms)}; "
+                            "use one form")
+        if not forms:
+            raise DataError(f"{path}:{lineno}: expected 'text', 'messages', or 'prompt' and 'completion'")
+        if "text" in obj:
             examples.append(TrainExample(prompt="", completion=_field(path, lineno, obj, "text")))
+        elif "messages" in obj:
+            examples.append(TrainExample(*split_messages(path, lineno, obj["messages"])))
         else:
-            prompt = _field(path, lineno, obj, "prompt")
-            examples.append(TrainExample(prompt, _field(path, lineno, obj, "completion")))
+            prompt = _prompt(path, lineno, obj)
+            if isinstance(obj.get("completion"), list):
+                examples.append(TrainExample(prompt, completion_text(path, lineno, obj["completion"])))
+            else:
+                examples.append(TrainExample(prompt, _field(path, lineno, obj, "completion")))
     return examples
 
 
@@ -131,7 +152,7 @@ def load_eval(path: str | Path, checker: str | None = None) -> list[EvalExample]
     """
     examples: list[EvalExample] = []
     for lineno, obj in _read_records(path):
-        prompt = _field(path, lineno, obj, "prompt")
+        prompt = _prompt(path, lineno, obj)
         if "answer" not in obj:
             raise DataError(f"{path}:{lineno}: missing key 'answer'")
         answer = obj["answer"]
@@ -163,18 +184,22 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bos is not None and tokenizer("", add_special_tokens=True)["input_ids"][:1] == [bos]
 
 
-def format_prompt(tokenizer: Any, prompt: str, chat_template: bool) -> str:
-    """``prompt`` as one user turn of the chat template (when asked and the tokenizer has one).
+def format_prompt(tokenizer: Any, prompt: Prompt, chat_template: bool) -> str:
+    """``prompt`` as one user turn of the chat template (when asked and the tokenizer has one), or
+    conversational turns as the chat template renders them (always).
 
     The result is meant to be tokenised with ``add_special_tokens=True`` (as :func:`tokenize_train`
     and :func:`palora.evaluation.generate` do); a template that writes the bos token itself
     would then get it twice, so that leading bos text is dropped when the tokenizer adds one.
     """
-    if not (chat_template and getattr(tokenizer, "chat_template", None)):
+    if isinstance(prompt, tuple):
+        text = render(tokenizer, prompt)
+    elif not (chat_template and getattr(tokenizer, "chat_template", None)):
         return prompt
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-    )
+    else:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
     bos = tokenizer.bos_token
     if bos and text.startswith(bos) and _adds_bos(tokenizer):
         text = text[len(bos) :]

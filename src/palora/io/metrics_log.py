@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LogConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, install_hint
 from .artifacts import RunDir
 
 #: the scalars of a record sent to the trackers
@@ -33,8 +33,7 @@ SCALARS = ("loss", "lr", "grad_norm")
 def require_tracker(name: str) -> None:
     """Refuse, in one line naming the extra to install, a tracker whose package is missing."""
     if importlib.util.find_spec(name) is None:  # tensorboard, wandb: the import name is the tracker's
-        raise ConfigError(f"log.report_to: {name} is not installed: pip install 'palora-llm[{name}]' "
-                          "(or 'palora-llm[logging]' for TensorBoard and W&B)")
+        raise ConfigError(f"log.report_to: {name} is not installed: {install_hint(name)}")
 
 
 def scalar_prefix(stage: str) -> str:

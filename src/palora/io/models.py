@@ -6,7 +6,8 @@ A model is named in one of three ways (:func:`resolve_model_path`):
   package. The GGUF is de-quantised once into a plain fp32 safetensors folder under
   :func:`cache_dir` and loaded from there afterwards (about 20 s once, then about 2 s);
 * a **local folder** written by ``save_pretrained``;
-* a **hub id** (``org/name``), left to transformers (set ``HF_HUB_OFFLINE=1`` yourself to stay offline).
+* a **hub id** (``org/name``), loaded by transformers; where the hub cannot be reached (or
+  ``HF_HUB_OFFLINE=1``), from the local Hugging Face cache, or refused at once.
 
 Weights are only read from safetensors, never from pickles (a hub model that has none is refused).
 Every loading failure is raised as a one-line :class:`~palora.errors.ModelError` that names the path.
@@ -14,12 +15,15 @@ Every loading failure is raised as a one-line :class:`~palora.errors.ModelError`
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
 import shutil
+import socket
 import sys
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +188,32 @@ def resolve_model_path(name: str) -> str:
             f"model {name!r} is neither a local folder, a packaged model "
             f"({', '.join(PACKAGED_MODELS)}) nor a hub id (org/name)"
         )
+    if not hub_reachable():  # offline: the local cache, or one line at once (not a minute of retries)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+        if isinstance(cached, str):
+            return str(Path(cached).parent)
+        raise ModelError(
+            f"model {name} is not in the local Hugging Face cache and the hub cannot be reached (offline): download "
+            f"it where the hub is reachable, or pass a local folder or a packaged model ({', '.join(PACKAGED_MODELS)})"
+        )
     return name
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (``HF_HUB_OFFLINE`` set: no): one connection, once a process."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    from huggingface_hub import constants
+
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def hub_id(name: str) -> str | None:
@@ -201,9 +230,13 @@ def hub_id(name: str) -> str | None:
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def _refuse_pickled_folder(path: str) -> None:
-    """A local folder whose only weights are pickles gets a ModelError saying so (nothing is read)."""
+def _check_model_folder(path: str) -> None:
+    """A local folder that is no checkpoint (no ``config.json``), or whose only weights are pickles,
+    gets a ModelError saying so (nothing is read)."""
     folder = Path(path)
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelError(f"model folder {path} has no config.json: it is not a transformers checkpoint "
+                         "(a folder written by save_pretrained)")
     if not folder.is_dir() or any(folder.glob("*.safetensors")):
         return
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -235,7 +268,7 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     path = path if path is not None else resolve_model_path(cfg.name)
-    _refuse_pickled_folder(path)
+    _check_model_folder(path)
     try:
         # Never read pickles: safetensors only, from a local folder and from the hub alike (a hub
         # model without safetensors weights is refused rather than unpickled).
@@ -253,6 +286,7 @@ def load_model(cfg: ModelConfig, path: str | None = None) -> PreTrainedModel:
 def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and its tokenizer, with ``pad_token_id`` set on the model from the tokenizer."""
     path = resolve_model_path(cfg.name)
+    _check_model_folder(path)  # a folder that is no checkpoint is named before its tokenizer is tried
     tok = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
     model = load_model(cfg, path)
     if getattr(model.config, "pad_token_id", None) is None:

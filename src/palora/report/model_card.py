@@ -58,11 +58,11 @@ def model_card(cfg: RunConfig, rows: list[dict[str, Any]], stages: dict[str, Any
     return "\n".join(parts)
 
 
-def _front_matter(base_model_id: str | None) -> str:
+def _front_matter(base_model_id: str | None, tags: tuple[str, ...] = ("palora", "lora", "svf")) -> str:
     meta: dict[str, Any] = {"library_name": "peft"}
     if base_model_id:
         meta["base_model"] = base_model_id
-    meta.update(pipeline_tag="text-generation", tags=["palora", "lora", "svf"])
+    meta.update(pipeline_tag="text-generation", tags=list(tags))
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
@@ -166,3 +166,41 @@ def _reproduce(cfg: RunConfig, stages: dict[str, Any]) -> str:
     return ("## Reproducing\n\n`config.yaml` holds every setting of the run. From the directory the run was "
             "started in (relative paths in it are relative to that directory):\n\n"
             f"```bash\npalora {verb} --config {cfg.out}/config.yaml --out {cfg.out}-again\n```\n")
+
+
+def adapter_card(cfg: RunConfig, method: str, info: dict[str, Any], stages: dict[str, Any], facts: DataFile | None,
+                 adapter: str, expert: str, base_model_id: str | None) -> str:
+    """``methods/<method>/adapter/README.md`` (instead of peft's empty template): what the adapter is
+    for (the expert at ``expert``, an absolute path), the method and what it protected, its certificate,
+    the facts it learnt (by sha256), its budget, and how to load it. ``info``: its inject stage's record."""
+    m, i = METHODS[method], cfg.inject
+    svf = stages.get("svf", {})
+    basis = m.probe_basis
+    probe = stages.get("probe" if basis == "singular" else f"probe:{basis}") if basis else None
+    if probe is None:
+        protected = "nothing (plain LoRA on the expert)" if m.protects is None else f"`{m.protects}` components"
+    else:
+        protected = (f"`{m.protects}`: {probe['protected']:,} components of the `{probe['basis']}` probe "
+                     f"(score `{probe['score']}`, rule `{probe['rule']}`)")
+    if "certificate_out" in info:
+        certificate = (f"max over the target matrices ‖U_Sᵀ ΔW‖/‖ΔW‖ = {info['certificate_out']:.2e}, "
+                       f"‖ΔW V_S‖/‖ΔW‖ = {info['certificate_in']:.2e} (projection side `{m.side or i.side}`)")
+    else:
+        certificate = "none (the update is not projected)"
+    data = "n/a" if facts is None else f"`{facts.path}` ({facts.lines} lines, sha256 `{facts.sha256}`)"
+    return "\n".join([
+        _front_matter(base_model_id, ("palora", "lora", method)),
+        f"# `{method}` adapter: new facts for an SVF expert of `{cfg.model.name}`\n",
+        f"Written by palora {__version__}: a plain peft LoRA adapter for the SVF expert `{expert}` (the base model "
+        f"with its singular values rescaled on a skill); load it on that expert.\n",
+        f"- method `{method}`: {m.summary}",
+        f"- base model `{cfg.model.name}`, target fingerprint `{svf.get('base_fingerprint', 'n/a')}`; expert "
+        f"`{svf.get('expert_fingerprint', 'n/a')}` (the adapter's safetensors header carries both)",
+        f"- protected: {protected}",
+        f"- certificate: {certificate}",
+        f"- facts: {data}",
+        f"- training: rank {i.rank}, alpha {i.alpha:g}, {_budget(i.train)}; "
+        f"{info.get('trainable_parameters', 0):,} trainable parameters, final loss {info.get('final_loss', float('nan')):.4f}\n",
+        "## Loading\n\n```python\nfrom peft import AutoPeftModelForCausalLM\n\n"
+        f"model = AutoPeftModelForCausalLM.from_pretrained({adapter!r})  # loads the expert it names\n```\n",
+    ])

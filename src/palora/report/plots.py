@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
 from ..core.svf import effective_scale  # noqa: E402
@@ -26,12 +27,15 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
+    """One point per model; where the expert scores 0 retention is undefined, and the plot says so."""
     fig, ax = plt.subplots(figsize=(5, 4))
-    for r in rows:
-        if r.get("retention") is None:
-            continue
+    shown = [r for r in rows if r.get("retention") is not None]
+    for r in shown:
         ax.errorbar(r["knowledge_recall"], r["retention"], xerr=r["knowledge_stderr"], fmt="o", capsize=3)
         ax.annotate(r["name"], (r["knowledge_recall"], r["retention"]), textcoords="offset points", xytext=(5, 5))
+    if not shown:
+        ax.text(0.5, 0.5, "retention is undefined:\nthe expert answers no skill question right",
+                ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("new-fact recall")
     ax.set_ylabel("skill retention (accuracy / expert's)")
     ax.set_title("skill retention vs new-fact recall")
@@ -48,7 +52,7 @@ def plot_scales(svf_path: Path, path: Path) -> None:
         for name in names:
             s = effective_scale(f.get_tensor(f"{name}.z"), f.get_tensor(f"{name}.sigma"), meta["parametrization"])
             panels.setdefault(name.rpartition(".")[2], []).append(s - 1)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False, layout="constrained")
     vmax = max(float(torch.cat(v).abs().max()) for v in panels.values()) or 1.0
     for ax, (kind, rows) in zip(axes[0], panels.items()):
         r = max(x.numel() for x in rows)
@@ -59,6 +63,7 @@ def plot_scales(svf_path: Path, path: Path) -> None:
         ax.set_title(kind)
         ax.set_xlabel("singular index (0 = largest σ)")
         ax.set_ylabel("layer")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole numbers
     fig.colorbar(im, ax=axes[0].tolist(), label="s − 1")
     fig.suptitle("learned SVF scales: the skill's fingerprint on the spectrum")
     save_figure(fig, path)

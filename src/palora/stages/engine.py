@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import RunConfig, TrainConfig, to_dict
 from ..io.artifacts import RunDir, write_json
+from ..report.model_card import DataFile
 
 #: training settings that change how a stage is logged or checkpointed, not what it computes
 BOOKKEEPING = ("log_every", "checkpoint_every")
@@ -62,6 +63,15 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime key t
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def data_file(key: str, path: str | None) -> DataFile | None:
+    """A data file as a run read it (its line count and sha256, for the model cards); ``None`` when unset or missing."""
+    if not path or not Path(path).is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = sum(1 for line in f if line.strip())
+    return DataFile(key, path, lines, file_digest(path))
 
 
 def folder_digest(path: str | None, names: tuple[str, ...]) -> dict[str, str | None] | None:

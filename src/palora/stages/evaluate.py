@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from peft import PeftModel
 from safetensors import safe_open
@@ -21,11 +20,11 @@ from ..integrations import lm_eval
 from ..io.artifacts import RunDir, atomic_path, check_adapter
 from ..io.models import hub_id, load_model, load_model_and_tokenizer, load_tokenizer
 from ..protection import start_model, target_fingerprint
-from ..report.model_card import DATA_ROLES, DataFile, model_card
+from ..report.model_card import DATA_ROLES, model_card
 from ..report.write import write_report
 from ..training.distributed import barrier, is_main
 from . import inject, svf
-from .engine import Stage, file_digest, is_done, read_stages, record, text_inputs
+from .engine import Stage, data_file, file_digest, is_done, read_stages, record, text_inputs
 
 #: the evaluation files of a run, by their ``data.*`` key
 EVAL_FILES = ("skill_eval", "knowledge_eval", "known_eval")
@@ -55,8 +54,8 @@ def load_eval_sets(cfg: RunConfig, progress: bool = True) -> tuple[dict[str, Eva
     Reads no model: ``palora run`` calls it before training, so that a bad evaluation file fails in
     a second rather than after the training.
     """
-    tasks = lm_eval.load_tasks(cfg.eval, progress) if cfg.eval.lm_eval_tasks else None
-    return evaluation_sets(cfg), tasks
+    sets = evaluation_sets(cfg)  # the files first: reading them takes a second, lm-eval's tasks longer
+    return sets, lm_eval.load_tasks(cfg.eval, progress) if cfg.eval.lm_eval_tasks else None
 
 
 def check_run(cfg: RunConfig, rd: RunDir, methods: list[str]) -> None:
@@ -100,7 +99,8 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result) -> None:
     path = rd.evaluations / f"{name}.{kind}.jsonl"
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for ex, out, ok in zip(examples, result.outputs, result.correct):
-            f.write(json.dumps({"prompt": ex.prompt, "answer": ex.answer, "output": out, "correct": ok}) + "\n")
+            prompt = [t.as_dict() for t in ex.prompt] if isinstance(ex.prompt, tuple) else ex.prompt
+            f.write(json.dumps({"prompt": prompt, "answer": ex.answer, "output": out, "correct": ok}) + "\n")
 
 
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
@@ -142,7 +142,7 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
         row["eval_time_s"] = round(time.perf_counter() - start, 2)
         if lm_tasks is not None:
             start = time.perf_counter()
-            lm_scores[name] = lm_eval.score(lm_tasks, model, tok)
+            lm_scores[name] = lm_eval.score(lm_tasks, model, tok, quiet=not progress)
             row["lm_eval_time_s"] = round(time.perf_counter() - start, 2)
         rows.append(row)
     expert = next(r for r in rows if r["name"] == "expert")
@@ -162,13 +162,7 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
 def write_model_card(cfg: RunConfig, rd: RunDir, rows: list[dict]) -> None:
     """``README.md`` (:mod:`palora.report.model_card`), with the data files' line counts and sha256 and
     the target matrices named in ``svf_expert.safetensors`` (its header only is read)."""
-    data = []
-    for key in DATA_ROLES:
-        path = getattr(cfg.data, key)
-        if path and Path(path).is_file():
-            with open(path, encoding="utf-8") as f:
-                lines = sum(1 for line in f if line.strip())
-            data.append(DataFile(key, path, lines, file_digest(path)))
+    data = [f for key in DATA_ROLES if (f := data_file(key, getattr(cfg.data, key))) is not None]
     targets = []
     if rd.svf_expert.is_file():
         with safe_open(str(rd.svf_expert), framework="pt") as f:

@@ -15,7 +15,9 @@ row spaces; ``inject.protect_adapter_side=none`` starts from the same model unpr
 from __future__ import annotations
 
 import functools
+import json
 import time
+from pathlib import Path
 
 from transformers import set_seed
 
@@ -26,14 +28,16 @@ from ..injection import inject
 from ..io.artifacts import ADAPTER_FILES, RunDir, atomic_path, stamp_adapter
 from ..io.data import load_train, tokenize_train
 from ..io.metrics_log import MetricsLog
-from ..io.models import load_tokenizer
+from ..io.models import hub_id, load_tokenizer
 from ..methods.registry import METHODS
 from ..protection import RunProbes, kept_off, skill_batches, skill_subspaces, start_model, target_fingerprint
+from ..report.model_card import adapter_card
 from ..training.checkpoint import CheckpointSpec, discard_checkpoint
 from ..training.distributed import barrier, is_main
 from . import probe, svf
 from .engine import (
     Stage,
+    data_file,
     digest,
     file_digest,
     folder_digest,
@@ -108,6 +112,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             with atomic_path(rd.adapter(name), is_dir=True) as tmp:
                 injected.model.save_pretrained(tmp)
                 stamp_adapter(tmp, base_fp, targets_fp, name)
+                write_adapter_card(cfg, rd, name, info, Path(tmp))
             if cfg.save_merged:
                 merged = injected.model.merge_and_unload()
                 with atomic_path(rd.merged_model(name), is_dir=True) as tmp:
@@ -119,3 +124,16 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         barrier()
         results[name] = info
     return results
+
+
+def write_adapter_card(cfg: RunConfig, rd: RunDir, method: str, info: dict, folder: Path) -> None:
+    """The adapter names its expert by an absolute path (so that it loads from any directory) and
+    gets a model card (``README.md``) in place of peft's empty template."""
+    config = folder / "adapter_config.json"
+    expert = str(rd.expert_model.resolve())
+    config.write_text(json.dumps({**json.loads(config.read_text(encoding="utf-8")),
+                                  "base_model_name_or_path": expert}, indent=2) + "\n", encoding="utf-8")
+    facts = data_file("knowledge_train", cfg.data.knowledge_train)
+    card = adapter_card(cfg, method, info, read_stages(rd), facts, str(rd.adapter(method).resolve()), expert,
+                        hub_id(cfg.model.name))
+    (folder / "README.md").write_text(card, encoding="utf-8")

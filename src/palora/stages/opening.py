@@ -9,8 +9,12 @@ runs) and run again. The temporaries of writes a killed process never finished a
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..config import RunConfig, load_yaml, to_dict
 from ..errors import ConfigError
@@ -101,6 +105,8 @@ def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool, writer: bool = True) -
     temporaries of writes a killed process left behind. Only the ``writer`` (the main process)
     removes anything; every process checks.
     """
+    if rd.root.exists() and not rd.root.is_dir():
+        raise ConfigError(f"--out {rd.root} is a file: a run directory is a folder (pass another --out)")
     stale = stale_stages(rd, cfg)
     if stale and not overwrite:
         keys = changed_keys(rd, cfg)
@@ -112,3 +118,32 @@ def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool, writer: bool = True) -
     if writer:
         discard(rd, stale)
         remove_partial_writes(rd)
+
+
+LOCK = ".palora.lock"
+
+
+@contextmanager
+def locked(rd: RunDir) -> Iterator[None]:
+    """Hold ``<out>/.palora.lock`` (an exclusive ``flock`` naming this process) while a command runs
+    in ``rd``: a second command on the same directory is refused in one line naming the holder. The
+    kernel drops the lock when the process ends, however it ends; the file goes with a clean exit."""
+    if rd.root.exists() and not rd.root.is_dir():
+        raise ConfigError(f"--out {rd.root} is a file: a run directory is a folder (pass another --out)")
+    rd.root.mkdir(parents=True, exist_ok=True)
+    path = rd.root / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"{rd.root} is in use by another palora command (pid {holder}): wait for it to end, "
+                          "or use another --out") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)

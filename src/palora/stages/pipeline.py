@@ -8,8 +8,13 @@ validation splits).
 
 from __future__ import annotations
 
-from ..config import RunConfig
-from ..io.artifacts import RunDir
+from pathlib import Path
+
+from ..config import RunConfig, require
+from ..errors import ArtifactError
+from ..io.artifacts import ADAPTER_FILES, RunDir
+from ..io.data import load_train
+from ..protection import other_run_data
 from ..training.distributed import barrier, is_main
 from . import data
 from .engine import record, skip_if_done
@@ -19,8 +24,25 @@ from .probe import bases, run_probe
 from .svf import run_svf
 
 
+def check_inputs(cfg: RunConfig) -> None:
+    """Read and check every input file of every stage ``palora run`` runs, before the first starts
+    (``FILE:LINE`` errors): a bad file is refused in a second, not after hours of training."""
+    load_train(require(cfg.data.skill_train, "data.skill_train", "--skill-train"))
+    load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))
+    for path in cfg.probe.skill_data:
+        load_train(path)
+    for run in cfg.probe.extra_runs:
+        other_run_data(run)
+    if cfg.inject.protect_adapter:
+        missing = [f for f in ADAPTER_FILES if not (Path(cfg.inject.protect_adapter) / f).is_file()]
+        if missing:
+            raise ArtifactError(f"inject.protect_adapter={cfg.inject.protect_adapter}: no {missing[0]} (a peft "
+                                "adapter folder, methods/<method>/adapter of an earlier run)")
+    load_eval_sets(cfg)
+
+
 def run_all(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
-    load_eval_sets(cfg)  # a bad evaluation file is refused before hours of training, not after
+    check_inputs(cfg)
     run_svf(cfg, rd, progress)
     if bases(cfg):
         run_probe(cfg, rd, progress)

@@ -170,5 +170,10 @@ def last_step(folder: Path) -> int | None:
 
 
 def discard_checkpoint(folder: Path) -> None:
+    """Remove a stage's checkpoint (and the checkpoints folder, once it is empty)."""
     for path in (folder, folder.with_name(f".{folder.name}.old"), folder.with_name(f".{folder.name}.partial")):
         shutil.rmtree(path, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # only when no other stage's checkpoint is left in it
+    except OSError:
+        pass

@@ -36,6 +36,9 @@ from ..io.metrics_log import MetricsLog
 from .checkpoint import CheckpointSpec, last_step, load_checkpoint, save_checkpoint
 from .distributed import fully_shard_layers
 
+#: at most this many metric lines of a stage on the console
+CONSOLE_LINES = 10
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: declared no-decay parameters, and every other trainable parameter."""
@@ -127,9 +130,12 @@ def train(
         log.start(stage, first)
     bar = tqdm(total=cfg.steps, initial=first - 1, desc=stage, disable=not (progress and acc.is_main_process),
                unit="step")
+    # the console gets a line at most every tenth of the stage (metrics.jsonl every log step), none when quiet
+    console_every = cfg.log_every * math.ceil(math.ceil(cfg.steps / CONSOLE_LINES) / cfg.log_every)
     if first > 1:
         bar.write(f"{stage}: resumed from the checkpoint of step {first - 1}")
     start = last = time.perf_counter()
+    last_logged = first - 1
     try:
         for step in range(first, cfg.steps + 1):
             step_loss, step_penalty, step_stats = 0.0, 0.0, {}
@@ -183,11 +189,12 @@ def train(
                     "time_s": round(now - start, 3),
                 }
                 log.write(record)
-                bar.write(
-                    f"{stage} step {step}/{cfg.steps}: loss {step_loss:.4f}, lr {record['lr']:.2e}, "
-                    f"time {1000 * (now - last) / cfg.log_every:.0f}ms/step"
-                )
-                last = now
+                if progress and (step % console_every == 0 or step == cfg.steps):
+                    bar.write(
+                        f"{stage} step {step}/{cfg.steps}: loss {step_loss:.4f}, lr {record['lr']:.2e}, "
+                        f"time {1000 * (now - last) / (step - last_logged):.0f}ms/step"
+                    )
+                    last, last_logged = now, step
     finally:
         bar.close()
         if log is not None:

@@ -1,7 +1,7 @@
-"""The package alone, as a user installs it: a fresh virtual environment, torch first (the CPU wheel,
-never an open range), then palora with no extras and no constraints file, its dependencies from the
-package index; then ``palora run`` on a tiny model, every injection method that gives an adapter,
-and ``palora --help``. Catches an import of a package nothing declares (it failed this way once,
+"""The package alone, as a user installs it: a fresh virtual environment, torch first and pinned
+(``torch==2.13.0``, as the Makefile installs it, never an open range that could pull another build),
+then palora with no extras and no constraints file, its dependencies from the package index; then
+``palora --help`` and ``palora run`` on a tiny model with every injection method that gives an adapter. Catches an import of a package nothing declares (it failed this way once,
 on peft's CorDA importing ``attrs``)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*argv: str | Path, cwd: Path) -> str:
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{' '.join(map(str, argv))}\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return done.stdout
 
@@ -34,7 +35,7 @@ def test_the_bare_package_installs_and_runs(tmp_path):
         shutil.copy2(REPO / name, source / name)
     shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     venv = tmp_path / "venv"
-    run("python3", "-m", "venv", venv, cwd=tmp_path)
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     pip = venv / "bin" / "pip"
     run(pip, "install", "-q", "torch==2.13.0", cwd=tmp_path)
     run(pip, "install", "-q", source, cwd=tmp_path)

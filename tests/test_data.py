@@ -259,3 +259,20 @@ def test_conversational_prompts_go_through_the_chat_template(tmp_path, tokenizer
     assert item["labels"] == [-100] * len(prompt_ids) + completion_ids
     with pytest.raises(DataError, match="needs a tokenizer with a chat template"):
         tokenize_train([example], tokenizer, max_length=64, chat_template=False)  # this one has none
+
+
+def test_a_conversational_completion_is_the_turn_the_template_writes(tmp_path):
+    """As TRL trains it: the assistant turn with the template's end-of-turn marker; no second eos when
+    that marker is the eos; a template that refuses the turns is a one-line DataError."""
+    from palora.io.chat import Turn
+
+    tok = make_tiny_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% if m.role == 'assistant' %}</s>"
+                         "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    example = TrainExample((Turn("user", "hi"),), " 5")
+    (item,) = tokenize_train([example], tok, max_length=64, chat_template=False)
+    completion = tok(" 5</s>", add_special_tokens=False)["input_ids"]
+    assert item["labels"][-len(completion):] == completion and item["labels"].count(tok.eos_token_id) == 1
+    tok.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(DataError, match="cannot render these turns: roles must alternate"):
+        tokenize_train([example], tok, max_length=64, chat_template=False)

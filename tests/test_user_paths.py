@@ -15,6 +15,7 @@ import pytest
 
 from palora.cli import main
 from test_cli import FAST, assert_one_line_error, data, run_args, write_jsonl  # noqa: F401 (fixture)
+from test_data import TEMPLATE
 from tiny import save_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,21 @@ def test_a_model_folder_that_is_no_checkpoint_is_named_in_one_line(data, tmp_pat
                           "(a folder written by save_pretrained)")
 
 
+def test_an_adapter_folder_as_the_model_says_what_to_pass_instead(relative_run, data, tmp_path, capsys):  # noqa: F811
+    adapter = relative_run / "methods" / "lora" / "adapter"
+    assert_one_line_error(capsys, run_args(adapter, data, tmp_path / "run"), f"model folder {adapter} is a peft adapter",
+                          "expert_model/")
+
+
+def test_install_hints_name_packages_that_exist():
+    """palora is not on a package index: a hint names the extra's packages and the clone's extra."""
+    from palora.errors import install_hint
+
+    assert install_hint("eval").startswith("pip install 'lm_eval") and "pip install -e '.[eval]'" in install_hint("eval")
+    logging = install_hint("logging")  # an extra made of two others
+    assert "'tensorboard" in logging and "'wandb" in logging and "palora-llm" not in logging
+
+
 def test_a_hub_id_offline_fails_at_once(data, tmp_path, capsys, monkeypatch):  # noqa: F811
     from palora.io import models
 
@@ -83,16 +99,44 @@ def test_hub_reachable_is_false_when_no_connection_can_be_made(monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(socket, "create_connection", refuse)
-    models.hub_reachable.cache_clear()
+    models._endpoint_answers.cache_clear()
     try:
         assert models.hub_reachable() is False
+        monkeypatch.setattr(socket, "create_connection", lambda *a, **k: None)  # (not asked again: cached)
+        assert models.hub_reachable() is False
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+        assert models.hub_reachable() is True  # behind a proxy transformers is left to try
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        models.hub_reachable.cache_clear()
         assert models.hub_reachable() is False
     finally:
-        models.hub_reachable.cache_clear()
+        models._endpoint_answers.cache_clear()
+
+
+def test_conversational_data_trains_through_the_chat_template_or_is_refused_first(data, tmp_path, capsys):  # noqa: F811
+    """TRL's ``{"messages": [...]}`` lines: rendered by the model's chat template; a tokenizer without
+    one is refused before the first stage."""
+    from transformers import AutoTokenizer
+
+    chat = write_jsonl(tmp_path / "chat.jsonl", [
+        {"messages": [{"role": "user", "content": "Where is Quell?"}, {"role": "assistant", "content": " In Zorbia."}]},
+        {"prompt": [{"role": "user", "content": "Who wrote twelve books?"}],
+         "completion": [{"role": "assistant", "content": " Bob Vane."}]}])
+    plain = save_tiny_checkpoint(tmp_path / "plain", "llama", seed=0)
+    capsys.readouterr()  # what saving the checkpoint printed
+    args = run_args(plain, data, tmp_path / "refused")
+    args[args.index("--knowledge-train") + 1] = chat
+    assert_one_line_error(capsys, args, "needs a tokenizer with a chat template")
+    assert not (tmp_path / "refused").exists()
+    templated = save_tiny_checkpoint(tmp_path / "templated", "llama", seed=0)
+    tok = AutoTokenizer.from_pretrained(templated)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(templated)
+    args = run_args(templated, data, tmp_path / "run")
+    args[args.index("--knowledge-train") + 1] = chat
+    assert main(args) == 0
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import typing
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="when --out holds a run made with other settings, redo the stages they change "
                        "(default: refuse). The same command on the same --out resumes: finished stages are "
                        "skipped, a killed one continues from its last checkpoint")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true", help="no progress bars and no training lines (metrics.jsonl "
+                       "still has every step), nothing of lm-eval's on the console")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -135,9 +133,13 @@ def configure(args: argparse.Namespace) -> RunConfig:
 
 
 def _quiet_libraries() -> None:
-    """Our own progress bars and log lines only: no per-file bars or advice from transformers."""
+    """Our own progress bars and log lines only: no per-file bars or advice from transformers, and
+    not the deprecation peft 0.21 triggers in transformers on every LoRA wrap (nothing a user can change)."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
@@ -177,33 +179,13 @@ def _run(verb: Verb, args: argparse.Namespace, cfg: RunConfig, rd: Any, main_pro
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with _environ(TQDM_DISABLE="1") if args.quiet else nullcontext():  # tqdm reads it: lm-eval's bars too
-        return _main(args)
-
-
-@contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """``os.environ`` with ``values`` set while the block runs, as it was afterwards."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _main(args: argparse.Namespace) -> int:
-    _quiet_libraries()
     verb = VERBS[args.verb]
     try:
         cfg = configure(args)
         if not verb.run_dir:
             print(verb.run(cfg, progress=not args.quiet))
             return 0
+        _quiet_libraries()
         from .io.artifacts import RunDir
         from .stages.opening import locked
         from .training.distributed import is_main
@@ -212,10 +194,10 @@ def _main(args: argparse.Namespace) -> int:
         main_process = is_main()
         created = not rd.root.exists()
         try:
-            with locked(rd) if main_process else nullcontext():  # one command at a time per run directory
+            with locked(rd, main_process):  # one command at a time per run directory
                 _run(verb, args, cfg, rd, main_process)
         finally:
-            if created and rd.root.is_dir() and not any(rd.root.iterdir()):
+            if main_process and created and rd.root.is_dir() and not any(rd.root.iterdir()):
                 rd.root.rmdir()  # a refused command leaves no empty directory behind
         return 0
     except PaloraError as e:

@@ -7,13 +7,14 @@ A verb's runner is named as ``module:function`` and imported when the verb runs,
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import DEFAULT_METHODS
+from .config import DEFAULT_METHODS, RunConfig
 from .methods.registry import FOR_EXPERT, METHODS, PAPER
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
@@ -74,8 +75,13 @@ class Verb:
     #: flags that mean another key for this verb than in FLAGS
     flag_meanings: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     run_dir: bool = True  # False: prints something and writes nothing (palora config)
-    #: config sections its config.yaml leaves out when they hold their defaults (the verb never reads them)
-    omits: tuple[str, ...] = ("compare", "data_gen")
+
+    @property
+    def omits(self) -> tuple[str, ...]:
+        """The config sections its ``config.yaml`` leaves out when they hold their defaults: those it
+        never reads (loading the file gives them back)."""
+        sections = [f.name for f in dataclasses.fields(RunConfig) if f.default_factory is not dataclasses.MISSING]
+        return tuple(n for n in sections if self.sections and n not in self.sections)
 
     def flag(self, flag: str) -> tuple[str, str, str]:
         """``(dotted config key, metavar, help)`` of ``flag`` for this verb."""
@@ -89,13 +95,12 @@ class Verb:
 VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("data", "write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, capitals "
          "the model already knows) and a manifest into --out", ("--model", "--out"),
-         "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval"),
-         omits=("compare",)),
+         "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval")),
     Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect and plain LoRA under one budget, "
          "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
          "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
          ("--out", "--seed"), "palora demo --out runs/demo --seed 1", ".stages.pipeline:run_demo",
-         config="demo", out="runs/demo", demo_data="always", prints=_print_report, omits=("compare",),
+         config="demo", out="runs/demo", demo_data="always", prints=_print_report,
          sections=("model", "data", "data_gen", "svf", "probe", "inject", "eval", "log")),
     Verb("run", "every stage: SVF expert, probe, injection with each method, evaluation, report",
          ("--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out", "--methods",
@@ -129,7 +134,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          "rerun to continue", ("--model", "--out", "--methods"),
          "palora compare --out runs/compare --methods svf,lora,act-protect,palora --set compare.seeds=[0,1]",
          ".compare.run:run_compare", config="compare", out="runs/compare", demo_data="with the shipped config",
-         prints=_print_comparison, omits=(),
+         prints=_print_comparison,
          flag_meanings={"--methods": ("compare.methods", "LIST", f"comma-separated methods to compare (default: "
                                       f"all): {','.join(METHODS)}")}),
     Verb("config", "print every configuration key with its value (the defaults, or those of --config and --set), "

@@ -53,8 +53,9 @@ def install_hint(extra: str) -> str:
             if f'extra == "{name}"' not in marker:
                 continue
             spec = spec.strip()
-            if spec.startswith("palora-llm["):  # an extra made of other extras ([logging])
-                out += [p for sub in spec[len("palora-llm["):-1].split(",") for p in packages(sub.strip())]
+            name, bracket, extras = spec.partition("[")
+            if bracket and name.replace("_", "-") == "palora-llm":  # an extra made of other extras ([logging])
+                out += [p for sub in extras.rstrip("]").split(",") for p in packages(sub.strip())]
             else:
                 out.append(spec)
         return out

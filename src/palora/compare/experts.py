@@ -8,6 +8,7 @@ and one made with other settings is refused, not reused. The probes are computed
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 from pathlib import Path
 
 from torch import nn
@@ -19,13 +20,16 @@ from ..io.artifacts import RunDir
 from ..io.models import load_model
 from ..methods.base import Method
 from ..protection import base_targets, probe_run, skill_subspaces
-from ..stages.opening import open_run
+from ..stages.opening import locked, open_run
 from ..stages.svf import run_svf
 
 
 class Experts:
-    def __init__(self, cfg: RunConfig, root: Path, progress: bool):
-        self.cfg, self.root, self.progress = cfg, root, progress
+    """``locks`` holds each seed's run directory (:func:`palora.stages.opening.locked`) until the
+    comparison ends, so that no other command writes into it meanwhile."""
+
+    def __init__(self, cfg: RunConfig, root: Path, progress: bool, locks: ExitStack):
+        self.cfg, self.root, self.progress, self.locks = cfg, root, progress, locks
         self.ready: dict[int, RunDir] = {}
         self.cache: dict[tuple, dict[str, Subspace]] = {}
 
@@ -35,6 +39,7 @@ class Experts:
     def run_dir(self, seed: int) -> RunDir:
         if seed not in self.ready:
             cfg, rd = self.config(seed), RunDir(self.root / f"seed{seed}")
+            self.locks.enter_context(locked(rd))
             open_run(rd, cfg, overwrite=False)  # an expert made with other settings is refused, not reused
             rd.root.mkdir(parents=True, exist_ok=True)
             save(cfg, rd.config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -149,28 +150,29 @@ def run_compare(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     rows = Rows(rd.root / "compare.jsonl", cfg)
     if rows.ignored:
         print(f"compare: {rows.ignored} rows of {rows.path} were made with other settings and are ignored")
-    experts = Experts(cfg, rd.root, progress)
-    tok = items = None
-    done_before = len(rows.rows)
-    while True:
-        jobs, chosen = plan(cfg, rows.rows)
-        todo = [j for j in jobs if not rows.has(j)]
-        if not todo:
-            break
-        job = todo[0]
-        if tok is None:
-            tok = load_tokenizer(str(experts.run_dir(cfg.compare.seeds[0]).expert_model),
-                                 trust_remote_code=cfg.model.trust_remote_code)
-            items = tokenize_train(knowledge, tok, cfg.data.max_length, cfg.data.chat_template)
-        n_done = sum(rows.has(j) for j in jobs)
-        lr = "" if job.lr is None else f" lr {job.lr:g}"
-        share = "" if job.fraction is None else f" protected share {job.fraction:g}"
-        print(f"compare [{n_done + 1}/{len(jobs)}+] {job.phase}: {job.method} seed {job.seed}{lr}{share}", flush=True)
-        row = run_job(job, cfg, experts, tok, items, splits, progress)
-        rows.add(row)
-        _say(row)
-        write_outputs(cfg, rd, rows.rows, plan(cfg, rows.rows)[1])
-    result = write_outputs(cfg, rd, rows.rows, plan(cfg, rows.rows)[1])
+    with ExitStack() as locks:
+        experts = Experts(cfg, rd.root, progress, locks)
+        tok = items = None
+        done_before = len(rows.rows)
+        while True:
+            jobs, chosen = plan(cfg, rows.rows)
+            todo = [j for j in jobs if not rows.has(j)]
+            if not todo:
+                break
+            job = todo[0]
+            if tok is None:
+                tok = load_tokenizer(str(experts.run_dir(cfg.compare.seeds[0]).expert_model),
+                                     trust_remote_code=cfg.model.trust_remote_code)
+                items = tokenize_train(knowledge, tok, cfg.data.max_length, cfg.data.chat_template)
+            n_done = sum(rows.has(j) for j in jobs)
+            lr = "" if job.lr is None else f" lr {job.lr:g}"
+            share = "" if job.fraction is None else f" protected share {job.fraction:g}"
+            print(f"compare [{n_done + 1}/{len(jobs)}+] {job.phase}: {job.method} seed {job.seed}{lr}{share}", flush=True)
+            row = run_job(job, cfg, experts, tok, items, splits, progress)
+            rows.add(row)
+            _say(row)
+            write_outputs(cfg, rd, rows.rows, plan(cfg, rows.rows)[1])
+        result = write_outputs(cfg, rd, rows.rows, plan(cfg, rows.rows)[1])
     print(f"compare: {len(rows.rows) - done_before} rows run now, {len(rows.rows)} in {rows.path}")
     return result
 

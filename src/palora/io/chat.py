@@ -9,7 +9,8 @@ Accepted in a data line wherever a prompt is (:mod:`palora.io.data`):
 - ``{"prompt": [turn, ...], "answer": ...}`` (evaluation).
 
 A conversational prompt is rendered with ``add_generation_prompt=True``, so the model answers as
-the assistant; the completion is the assistant turns' text, ended by the tokenizer's eos. Plain
+the assistant; the completion is the assistant turn as the template writes it after the prompt (its
+end-of-turn marker included, as TRL trains it), ended by the tokenizer's eos unless it holds it. Plain
 string prompts are left as they are (``data.chat_template`` wraps those in one user turn).
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -67,9 +68,30 @@ def completion_text(path: Path | str, lineno: int, value: Any) -> str:
     return "".join(t.content for t in turns)
 
 
-def render(tokenizer: Any, turns: Conversation) -> str:
-    """The prompt as the tokenizer's chat template writes it, ending where the assistant answers."""
+def require_template(tokenizer: Any) -> None:
+    """Refuse, in one line, a tokenizer that cannot render conversational data."""
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("conversational data (lists of turns) needs a tokenizer with a chat template; "
                         f"{getattr(tokenizer, 'name_or_path', 'this tokenizer')} has none: give plain strings")
-    return tokenizer.apply_chat_template([t.as_dict() for t in turns], tokenize=False, add_generation_prompt=True)
+
+
+def render(tokenizer: Any, turns: Conversation, generation_prompt: bool = True) -> str:
+    """The turns as the tokenizer's chat template writes them; with ``generation_prompt``, ending where
+    the assistant answers. A template that refuses the turns (roles that must alternate, no system
+    role) is a one-line DataError."""
+    require_template(tokenizer)
+    try:
+        return tokenizer.apply_chat_template([t.as_dict() for t in turns], tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+    except Exception as e:  # noqa: BLE001 - the template's own code (jinja's TemplateError and what it raises)
+        name = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+        raise DataError(f"the chat template of {name} cannot render these turns: {one_line(e)}") from None
+
+
+def completion_text_of(tokenizer: Any, turns: Conversation, completion: str) -> str:
+    """The answer to ``turns`` as the chat template writes it (as TRL trains conversational data): what
+    the whole conversation adds after the prompt, its end-of-turn marker included; the plain text when
+    the template does not render the prompt as a prefix of the whole."""
+    prompt = render(tokenizer, turns)
+    whole = render(tokenizer, (*turns, Turn("assistant", completion)), generation_prompt=False)
+    return whole[len(prompt):] if whole.startswith(prompt) else completion

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ import torch
 
 from ..core.checkers import check_reference
 from ..errors import DataError, ModelError
-from .chat import Conversation, completion_text, parse_turns, render, split_messages
+from .chat import Conversation, completion_text, completion_text_of, parse_turns, render, split_messages
 
 IGNORE_INDEX = -100  # label of a token that carries no loss (torch.nn.CrossEntropyLoss default)
 
@@ -50,6 +50,7 @@ class TrainExample:
 
     prompt: Prompt
     completion: str
+    line: int = field(default=0, compare=False)  # its line in the file, for messages
 
 
 @dataclass(frozen=True)
@@ -132,15 +133,15 @@ def load_train(path: str | Path) -> list[TrainExample]:
         if not forms:
             raise DataError(f"{path}:{lineno}: expected 'text', 'messages', or 'prompt' and 'completion'")
         if "text" in obj:
-            examples.append(TrainExample(prompt="", completion=_field(path, lineno, obj, "text")))
+            examples.append(TrainExample("", _field(path, lineno, obj, "text"), lineno))
         elif "messages" in obj:
-            examples.append(TrainExample(*split_messages(path, lineno, obj["messages"])))
+            examples.append(TrainExample(*split_messages(path, lineno, obj["messages"]), lineno))
         else:
             prompt = _prompt(path, lineno, obj)
             if isinstance(obj.get("completion"), list):
-                examples.append(TrainExample(prompt, completion_text(path, lineno, obj["completion"])))
+                examples.append(TrainExample(prompt, completion_text(path, lineno, obj["completion"]), lineno))
             else:
-                examples.append(TrainExample(prompt, _field(path, lineno, obj, "completion")))
+                examples.append(TrainExample(prompt, _field(path, lineno, obj, "completion"), lineno))
     return examples
 
 
@@ -214,7 +215,9 @@ def tokenize_train(
     ``input_ids = P + C + [eos]`` and ``labels = [-100] * |P| + C + [eos]`` where
     ``P = tokenizer(format_prompt(prompt), add_special_tokens=True)`` (just the bos, if any, for a
     ``text`` example, whose text is never templated) and ``C = tokenizer(completion,
-    add_special_tokens=False)``. Both are cut from the right to ``max_length``; an example left
+    add_special_tokens=False)``. A conversational example's completion is its assistant turn as the
+    chat template writes it (:func:`palora.io.chat.completion_text_of`), and gets no second eos when
+    the template ended it with one. Both are cut from the right to ``max_length``; an example left
     with no labelled token is dropped, and a DataError is raised if none is left.
     """
     if max_length <= 0:
@@ -223,12 +226,15 @@ def tokenize_train(
     if eos is None:
         raise ModelError("the tokenizer has no eos token; training needs one to end completions")
     prompts = [format_prompt(tokenizer, ex.prompt, chat_template) if ex.prompt else "" for ex in examples]
+    completions = [completion_text_of(tokenizer, ex.prompt, ex.completion) if isinstance(ex.prompt, tuple)
+                   else ex.completion for ex in examples]
     # Batched calls: the fast tokenizer encodes a list in parallel.
     prompt_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer([ex.completion for ex in examples], add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     items: list[dict[str, list[int]]] = []
-    for p, c in zip(prompt_ids, completion_ids):
-        target = list(c) + [eos]
+    for ex, p, c in zip(examples, prompt_ids, completion_ids):
+        ended = isinstance(ex.prompt, tuple) and eos in c  # the chat template ended the turn with eos itself
+        target = list(c) if ended else list(c) + [eos]
         input_ids = (list(p) + target)[:max_length]
         labels = ([IGNORE_INDEX] * len(p) + target)[:max_length]
         if any(label != IGNORE_INDEX for label in labels):

@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import sys
+import threading
 import time
 import urllib.parse
 import uuid
@@ -201,19 +202,37 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers (``HF_HUB_OFFLINE`` set: no): one connection, once a process."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub can be asked: not with ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``
+    set; behind a proxy, assumed (transformers goes through it); else one connection to the endpoint's
+    host and port (name lookup included), tried once a process, for at most 3 s."""
+    if any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    return _endpoint_answers()
+
+
+@functools.lru_cache(maxsize=1)
+def _endpoint_answers(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
 
-    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    answered: list[bool] = []
+
+    def connect() -> None:  # in a thread: a name lookup takes no timeout of its own
+        try:
+            socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            answered.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered and answered[0])
 
 
 def hub_id(name: str) -> str | None:
@@ -235,6 +254,9 @@ def _check_model_folder(path: str) -> None:
     gets a ModelError saying so (nothing is read)."""
     folder = Path(path)
     if folder.is_dir() and not (folder / "config.json").is_file():
+        if (folder / "adapter_config.json").is_file():
+            raise ModelError(f"model folder {path} is a peft adapter, not a model: pass the model it was trained "
+                             "for (a run's expert_model/), or a run's methods/<method>/merged_model/")
         raise ModelError(f"model folder {path} has no config.json: it is not a transformers checkpoint "
                          "(a folder written by save_pretrained)")
     if not folder.is_dir() or any(folder.glob("*.safetensors")):

@@ -183,16 +183,19 @@ def adapter_card(cfg: RunConfig, method: str, info: dict[str, Any], stages: dict
         protected = (f"`{m.protects}`: {probe['protected']:,} components of the `{probe['basis']}` probe "
                      f"(score `{probe['score']}`, rule `{probe['rule']}`)")
     if "certificate_out" in info:
+        side = "both" if info.get("protect_adapter") else (m.side or i.side)  # an earlier round: both sides
         certificate = (f"max over the target matrices ‖U_Sᵀ ΔW‖/‖ΔW‖ = {info['certificate_out']:.2e}, "
-                       f"‖ΔW V_S‖/‖ΔW‖ = {info['certificate_in']:.2e} (projection side `{m.side or i.side}`)")
+                       f"‖ΔW V_S‖/‖ΔW‖ = {info['certificate_in']:.2e} (projection side `{side}`)")
     else:
         certificate = "none (the update is not projected)"
     data = "n/a" if facts is None else f"`{facts.path}` ({facts.lines} lines, sha256 `{facts.sha256}`)"
     return "\n".join([
-        _front_matter(base_model_id, ("palora", "lora", method)),
+        _front_matter(base_model_id, tuple(dict.fromkeys(("palora", "lora", method)))),
         f"# `{method}` adapter: new facts for an SVF expert of `{cfg.model.name}`\n",
         f"Written by palora {__version__}: a plain peft LoRA adapter for the SVF expert `{expert}` (the base model "
-        f"with its singular values rescaled on a skill); load it on that expert.\n",
+        f"with its singular values rescaled on a skill; `base_model` above is that base), named by its absolute "
+        f"path: it loads from any directory while the run directory stays where it is, and moved or pushed "
+        f"elsewhere, with `PeftModel.from_pretrained(expert, adapter)` on the expert loaded by hand.\n",
         f"- method `{method}`: {m.summary}",
         f"- base model `{cfg.model.name}`, target fingerprint `{svf.get('base_fingerprint', 'n/a')}`; expert "
         f"`{svf.get('expert_fingerprint', 'n/a')}` (the adapter's safetensors header carries both)",

@@ -112,7 +112,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
             with atomic_path(rd.adapter(name), is_dir=True) as tmp:
                 injected.model.save_pretrained(tmp)
                 stamp_adapter(tmp, base_fp, targets_fp, name)
-                write_adapter_card(cfg, rd, name, info, Path(tmp))
+                write_adapter_card(cfg, rd, name, {**info, "protect_adapter": cfg.inject.protect_adapter}, Path(tmp))
             if cfg.save_merged:
                 merged = injected.model.merge_and_unload()
                 with atomic_path(rd.merged_model(name), is_dir=True) as tmp:

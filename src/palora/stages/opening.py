@@ -9,7 +9,6 @@ runs) and run again. The temporaries of writes a killed process never finished a
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
@@ -22,6 +21,7 @@ from ..io.artifacts import RunDir, write_json
 from ..io.metrics_log import drop_logged_from
 from ..methods.registry import METHODS
 from ..training.checkpoint import discard_checkpoint
+from ..training.distributed import from_main
 from . import data, evaluate, inject, probe, svf
 from .engine import Stage, done_in, read_stages
 
@@ -105,8 +105,7 @@ def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool, writer: bool = True) -
     temporaries of writes a killed process left behind. Only the ``writer`` (the main process)
     removes anything; every process checks.
     """
-    if rd.root.exists() and not rd.root.is_dir():
-        raise ConfigError(f"--out {rd.root} is a file: a run directory is a folder (pass another --out)")
+    _refuse_a_file(rd)
     stale = stale_stages(rd, cfg)
     if stale and not overwrite:
         keys = changed_keys(rd, cfg)
@@ -123,27 +122,53 @@ def open_run(rd: RunDir, cfg: RunConfig, overwrite: bool, writer: bool = True) -
 LOCK = ".palora.lock"
 
 
-@contextmanager
-def locked(rd: RunDir) -> Iterator[None]:
-    """Hold ``<out>/.palora.lock`` (an exclusive ``flock`` naming this process) while a command runs
-    in ``rd``: a second command on the same directory is refused in one line naming the holder. The
-    kernel drops the lock when the process ends, however it ends; the file goes with a clean exit."""
+def _refuse_a_file(rd: RunDir) -> None:
     if rd.root.exists() and not rd.root.is_dir():
         raise ConfigError(f"--out {rd.root} is a file: a run directory is a folder (pass another --out)")
-    rd.root.mkdir(parents=True, exist_ok=True)
-    path = rd.root / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _acquire(rd: RunDir) -> tuple[int | None, str | None]:
+    """``(descriptor, None)`` holding ``<out>/.palora.lock``, or ``(None, why not)``."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise ConfigError(f"{rd.root} is in use by another palora command (pid {holder}): wait for it to end, "
-                          "or use another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
+        import fcntl
+    except ImportError:  # no flock (Windows): commands are not serialised there
+        return None, None
+    path = rd.root / LOCK
+    try:
+        rd.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                return None, (f"{rd.root} is in use by another palora command (pid {holder}): wait for it to end, "
+                              "or use another --out")
+            if path.exists() and os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its holder just removed
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                return fd, None
+            os.close(fd)
+    except OSError as e:
+        return None, f"cannot take the lock {path}: {e.strerror or e}"
+    return None, f"cannot take the lock {path}: it kept being replaced"
+
+
+@contextmanager
+def locked(rd: RunDir, main: bool = True) -> Iterator[None]:
+    """Hold ``<out>/.palora.lock`` (an exclusive ``flock`` naming this process) while a command runs
+    in ``rd``: a second command on the same directory is refused in one line naming the holder, on
+    every process of the command (the main process takes the lock and tells the others). The kernel
+    drops the lock when the process ends, however it ends; the file goes with a clean exit."""
+    _refuse_a_file(rd)
+    fd, why = _acquire(rd) if main else (None, None)
+    why = from_main(why)
+    if why is not None:
+        raise ConfigError(why)
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
-        os.close(fd)
+        if fd is not None:
+            (rd.root / LOCK).unlink(missing_ok=True)
+            os.close(fd)

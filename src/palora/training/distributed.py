@@ -87,3 +87,13 @@ def split_svd(targets: Iterable[Target], device: torch.device | str | None = Non
             dist.broadcast(x, src=i % world)
         home = device if device is not None else t.module.weight.device
         yield t, SVD(U.to(home), S.to(home), V.to(home))
+
+
+def from_main(value: object) -> object:
+    """``value`` as the main process has it, on every process (one broadcast; itself with one process)."""
+    state = process_state()
+    if state.num_processes == 1:
+        return value
+    box = [value if state.is_main_process else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

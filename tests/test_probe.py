@@ -36,6 +36,21 @@ def test_scores_delta_and_sigma_delta():
         component_scores(s, sigma, "fisher")
 
 
+def test_signed_scores_split_delta_by_direction():
+    s = t(1.0, 1.5, 0.25, 1.0, -1.0)
+    sigma = t(4.0, 3.0, 2.0, 1.0, 0.5)
+    up, down = component_scores(s, sigma, "amplified"), component_scores(s, sigma, "damped")
+    torch.testing.assert_close(up, t(0.0, 0.5, 0.0, 0.0, 0.0))
+    torch.testing.assert_close(down, t(0.0, 0.0, 0.75, 0.0, 2.0))
+    # the two directions partition |s - 1|: every moved component scores on exactly one side
+    torch.testing.assert_close(up + down, component_scores(s, sigma, "delta"))
+    assert bool(((up > 0) & (down > 0)).sum() == 0)
+    # the strengthened components are picked first, then spectral order among the untouched
+    assert_indices(select({"w": up}, SelectionRule("topk", k=2))["w"], 0, 1)
+    with pytest.raises(ValueError, match="fisher"):
+        component_scores(s, sigma, "fisher")
+
+
 # ----------------------------------------------------------------------------- selection rules
 
 SCORES = t(0.1, 0.9, 0.0, 0.5, 0.7, 0.3, 0.2, 0.8, 0.05, 0.6)  # r = 10; order: 1 7 4 9 3 5 6 0 8 2

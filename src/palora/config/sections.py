@@ -157,9 +157,11 @@ class ProbeConfig:
     singular components of ``W_z`` (``score`` and the rule; the paper's probe, for palora and its
     variants) and the top eigenvectors of the skill's input covariance (the rule; act-protect)."""
 
-    score: Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"] = documented(
+    score: Literal["delta", "sigma_delta", "amplified", "damped", "activation", "activation_delta",
+                   "fisher"] = documented(
         "delta",
-        "singular components: delta: |s-1|; sigma_delta: sigma*|s-1|; activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "
+        "singular components: delta: |s-1|; sigma_delta: sigma*|s-1|; amplified: max(s-1, 0); damped: max(1-s, 0); "
+        "activation: (sigma*s)^2 * E_skill[(v^T x)^2]; "
         "activation_delta: activation*|s-1|; fisher: E_skill[(dL/dz)^2]",
     )
     stat_batches: int = documented(16, "batches of the skill training data for the activation / fisher scores and the "

@@ -4,6 +4,8 @@ Scores come from the frozen expert's effective scale ``s`` (see :mod:`palora.cor
 
 * ``delta``:       ``a_i = |s_i − 1|``        (how far skill training moved component i);
 * ``sigma_delta``: ``a_i = σ_i · |s_i − 1|``  (the same, in units of the weight's own energy);
+* ``amplified``:   ``a_i = max(s_i − 1, 0)``  (only the components skill training strengthened);
+* ``damped``:      ``a_i = max(1 − s_i, 0)``  (only those it weakened; a tie at 0 keeps spectral order);
 * ``activation``: ``a_i = (σ_i s_i)² · E_skill[(v_iᵀ x)²]`` (the share of the expert's output
   energy on the skill's inputs that flows through component i);
 * ``activation_delta``: ``activation · |s_i − 1|`` (energy the skill uses, on components it moved);
@@ -38,7 +40,7 @@ from .subspace import Subspace
 from .svf import effective_scale
 from .targets import Target
 
-Score = Literal["delta", "sigma_delta", "activation", "activation_delta", "fisher"]
+Score = Literal["delta", "sigma_delta", "amplified", "damped", "activation", "activation_delta", "fisher"]
 #: scores that need statistics of the skill data (``stat`` below)
 DATA_SCORES = {"activation": "activation", "activation_delta": "activation", "fisher": "fisher"}
 Rule = Literal["fraction", "topk", "global", "threshold", "energy"]
@@ -49,7 +51,12 @@ def component_scores(
 ) -> torch.Tensor:
     """Per-component scores (r,) float32 from the effective scale ``s``, ``σ`` and, for the data
     scores, ``stat`` (``E[(vᵀx)²]`` for the activation scores, ``E[(∂L/∂z)²]`` for ``fisher``)."""
-    delta = (scale.float() - 1.0).abs()
+    change = scale.float() - 1.0
+    if score == "amplified":
+        return change.clamp(min=0)
+    if score == "damped":
+        return (-change).clamp(min=0)
+    delta = change.abs()
     if score == "delta":
         return delta
     if score == "sigma_delta":

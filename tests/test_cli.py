@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from invariants import logits, rel_err
 from palora.cli import main
+from palora.core.mistakes import fact_prefixes, tally
 from tiny import save_tiny_checkpoint
 
 FAST = ["--set", "svf.train.steps=3", "--set", "inject.train.steps=3", "--set", "eval.limit=4",
@@ -116,11 +117,18 @@ def test_report(llama_run):
         assert 0.0 <= r["skill_accuracy"] <= 1.0 and 0.0 <= r["knowledge_recall"] <= 1.0
         assert "retention" in r and (r["retention"] is None or r["retention"] >= 0)
         assert r["n_skill"] == 4 and r["n_knowledge"] == 3
+        # a numeric skill: the wrong answers by kind are those of the saved outputs, each counted once
+        saved = [json.loads(x) for x in (out / "evaluations" / f"{r['name']}.skill.jsonl").read_text().splitlines()]
+        facts = fact_prefixes(["Quell", "1901", "nineteen oh one", "Tarn"])  # the data fixture's fact answers
+        assert r["skill_mistakes"] == tally([x["output"] for x in saved], [str(x["answer"]) for x in saved],
+                                            [x["correct"] for x in saved], facts)
+        assert sum(r["skill_mistakes"].values()) == round((1 - r["skill_accuracy"]) * r["n_skill"])
     assert rows["palora"]["trainable_parameters"] == rows["lora"]["trainable_parameters"] > 0
     cert = report["stages"]["inject:palora"]
     assert cert["certificate_out"] < 1e-5 and cert["certificate_in"] < 1e-5
     md = (out / "report.md").read_text()
     assert all(f"| {name} |" in md for name in rows)
+    assert "Wrong skill answers by kind" in md
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {x["stage"] for x in lines} == {"svf", "inject:palora", "inject:lora"}
     assert all(x["step"] in (1, 2, 3) and "loss" in x for x in lines)

@@ -8,6 +8,10 @@ share of the expert's skill accuracy a model keeps after knowledge injection.
 Generation is greedy (``do_sample=False``), so a batch gives the same outputs as one prompt at a
 time: prompts are left-padded, which keeps every prompt's last token at the last position, and
 the attention mask hides the padding.
+
+A numeric skill's wrong answers are also sorted by kind (:mod:`palora.core.mistakes`: a near miss,
+a fact's number or its beginning, another number, words), which tells a weakened skill from the
+facts' answer format taking over its prompts.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import EvalConfig, RunConfig, require
 from .core.checkers import check_reference, get_checker
+from .core.mistakes import fact_prefixes, tally
 from .errors import DataError
 from .io.data import EvalExample, format_prompt, load_eval
 
@@ -105,12 +110,14 @@ def generate(
 
 @dataclass
 class EvalResult:
-    """Accuracy of a model on ``n`` examples, with each output and whether it was right."""
+    """Accuracy of a model on ``n`` examples, with each output and whether it was right; for a
+    numeric skill set, the wrong answers counted by kind (:func:`palora.core.mistakes.tally`)."""
 
     accuracy: float
     n: int
     correct: list[bool]
     outputs: list[str]
+    mistakes: dict[str, int] | None = None
 
     @property
     def stderr(self) -> float:
@@ -156,12 +163,20 @@ EvalSet = tuple[list[EvalExample], str]
 
 def evaluate_sets(model: Any, tokenizer: Any, sets: dict[str, EvalSet], cfg: RunConfig, *, desc: str = "eval",
                   progress: bool = True) -> dict[str, EvalResult]:
-    """:func:`evaluate` on every named set with the run's generation settings (``eval.*``, the chat template)."""
+    """:func:`evaluate` on every named set with the run's generation settings (``eval.*``, the chat template).
+
+    A numeric ``skill`` set's result also counts its wrong answers by kind, the numbers of the
+    ``knowledge`` set's answers being the facts' format."""
     e: EvalConfig = cfg.eval
-    return {name: evaluate(model, tokenizer, examples, checker, chat_template=cfg.data.chat_template,
-                           max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, limit=e.limit,
-                           desc=f"{desc}: {name}", progress=progress)
-            for name, (examples, checker) in sets.items()}
+    results = {name: evaluate(model, tokenizer, examples, checker, chat_template=cfg.data.chat_template,
+                              max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, limit=e.limit,
+                              desc=f"{desc}: {name}", progress=progress)
+               for name, (examples, checker) in sets.items()}
+    if "skill" in sets and sets["skill"][1] == "numeric":
+        facts = fact_prefixes(a for ex in sets.get("knowledge", ([], ""))[0] for a in (ex.answer, *ex.aliases))
+        skill = results["skill"]
+        skill.mistakes = tally(skill.outputs, [ex.answer for ex in sets["skill"][0][: skill.n]], skill.correct, facts)
+    return results
 
 
 #: per split, the ``data.*`` keys of the skill and knowledge sets and the flag that sets each

@@ -27,6 +27,7 @@ from ..io.data import load_train, tokenize_train
 from ..io.models import load_tokenizer
 from ..methods.registry import METHODS
 from ..protection import own_side, skill_batches
+from ..report.tables import mistakes_table
 from ..stages.data import check_skill_checker, run_data
 from ..training.memory import MemProbe
 from .experts import Experts
@@ -55,6 +56,8 @@ def _scores(model, tok, sets: dict[str, EvalSet], cfg: RunConfig, progress: bool
     out = {}
     for name, r in evaluate_sets(model, tok, sets, cfg, desc="compare", progress=progress).items():
         out[ROW_KEYS[name]], out[f"n_{ROW_KEYS[name]}"] = r.accuracy, r.n
+        if r.mistakes is not None:
+            out[f"{ROW_KEYS[name]}_mistakes"] = r.mistakes
     return out
 
 
@@ -116,6 +119,7 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
             f"the learning rate chosen on the validation splits of seed {cfg.compare.seeds[0]} "
             f"(rule: {cfg.compare.select}). Peak MB: on CPU the resident memory a job added above its start, on CUDA "
             f"the peak of allocated tensors, model included.\n\n" + markdown(table)
+            + mistakes_table([(t["method"], t.get("skill_mistakes"), t.get("n_skill", 0)) for t in table])
             + f"\n## Learning-rate grid (validation splits, seed {cfg.compare.seeds[0]})\n\nScore "
             f"({cfg.compare.select}): {SCORE_RULES[cfg.compare.select]}; ties go to the smaller rate.\n\n"
             + grid_markdown(grid)

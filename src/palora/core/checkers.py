@@ -32,12 +32,16 @@ _NUMBER = re.compile(
 _ARTICLES = re.compile(r"\b(?:a|an|the)\b")
 
 
+def number_text(text: str) -> str | None:
+    """The first number in ``text`` as written, separators removed (``"-1234.5"``), or None."""
+    match = _NUMBER.search(text)
+    return None if match is None else match.group().replace(",", "").replace("\u2212", "-")
+
+
 def extract_number(text: str) -> float | None:
     """The first number in ``text`` (signs, decimals, ``1,234`` separators), or None."""
-    match = _NUMBER.search(text)
-    if match is None:
-        return None
-    return float(match.group().replace(",", "").replace("\u2212", "-"))
+    written = number_text(text)
+    return None if written is None else float(written)
 
 
 def normalize(text: str) -> str:
@@ -49,7 +53,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _parse_reference(answer: str) -> float:
+def parse_reference(answer: str) -> float:
     """A reference answer as a number: the whole string, allowing ``1,234``, ``$``, ``%``."""
     cleaned = answer.strip().replace(",", "").replace("\u2212", "-").strip("$%").strip()
     try:
@@ -73,7 +77,7 @@ def _normalized_references(name: str, answer: str, aliases: Sequence[str]) -> li
 
 def check_numeric(output: str, answer: str, aliases: Sequence[str] = ()) -> bool:
     """The first number of ``output`` equals ``answer`` or an alias (within 1e-6, absolute or relative)."""
-    refs = [_parse_reference(r) for r in (answer, *aliases)]
+    refs = [parse_reference(r) for r in (answer, *aliases)]
     value = extract_number(output)
     return value is not None and any(math.isclose(value, r, rel_tol=1e-6, abs_tol=1e-6) for r in refs)
 

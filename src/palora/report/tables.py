@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..core.mistakes import KINDS
 from ..io.artifacts import RunDir
 
 
@@ -41,6 +42,21 @@ def table_legend(rows: list[dict[str, Any]], seed: int) -> str:
     return (f"Skill items: {n_skill}, fact questions: {n_facts}, seed {seed}. "
             "± is the binomial standard error; retention = skill accuracy / the expert's; "
             "old-fact retention = old-fact recall / the base model's.\n")
+
+
+def mistakes_table(named: list[tuple[str, dict[str, int] | None, int]]) -> str:
+    """Wrong skill answers by kind (:mod:`palora.core.mistakes`), one row per ``(model, counts, n)``:
+    each kind's share of the ``n`` questions, in %; "" when no model has counts (not a numeric skill)."""
+    rows = [(name, counts, n) for name, counts, n in named if counts is not None and n]
+    if not rows:
+        return ""
+    head = ("\nWrong skill answers by kind, % of the questions (near: within max(1, 10 %) of the answer; fact: a "
+            "number of the facts' answers or its first digits, such as 19 of 1987; other: another number; words: "
+            "no number):\n\n"
+            "| model | " + " | ".join(KINDS) + " | all wrong |\n|---|" + "---|" * (len(KINDS) + 1) + "\n")
+    lines = [f"| {name} | " + " | ".join(f"{100 * counts[k] / n:.1f}" for k in KINDS)
+             + f" | {100 * sum(counts.values()) / n:.1f} |" for name, counts, n in rows]
+    return head + "\n".join(lines) + "\n"
 
 
 def lm_eval_table(scores: dict[str, dict[str, dict[str, float]]]) -> str:

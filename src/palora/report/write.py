@@ -8,7 +8,7 @@ from .. import __version__
 from ..config import RunConfig, to_dict
 from ..io.artifacts import RunDir, atomic_path, write_json
 from .plots import write_plots
-from .tables import certificates, lm_eval_table, markdown_table, stage_times, table_legend
+from .tables import certificates, lm_eval_table, markdown_table, mistakes_table, stage_times, table_legend
 
 
 def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any], cfg: RunConfig,
@@ -19,6 +19,7 @@ def write_report(rd: RunDir, rows: list[dict[str, Any]], stages: dict[str, Any],
         report["lm_eval"] = lm_eval
     write_json(rd.report_json, report)
     md = [f"# palora report: {cfg.model.name}\n", table_legend(rows, cfg.seed), markdown_table(rows)]
+    md.append(mistakes_table([(r["name"], r.get("skill_mistakes"), r["n_skill"]) for r in rows]))
     md += certificates(stages)
     if lm_eval is not None:
         version = stages.get("eval", {}).get("lm_eval_version", "")

@@ -137,6 +137,8 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
                "knowledge_recall": k.accuracy, "knowledge_stderr": k.stderr, "retention": None, "n_skill": s.n,
                "n_knowledge": k.n, "trainable_parameters": stage.get("trainable_parameters", 0),
                "train_time_s": stage.get("wall_time_s")}
+        if s.mistakes is not None:
+            row["skill_mistakes"] = s.mistakes
         if "known" in scores:
             row.update(known_recall=scores["known"].accuracy, known_stderr=scores["known"].stderr)
         row["eval_time_s"] = round(time.perf_counter() - start, 2)

@@ -223,6 +223,23 @@ def test_write_demo_data_refuses_a_model_that_knows_no_capital(tmp_path):
     assert not (tmp_path / "none" / "known_facts.jsonl").exists()
 
 
+def test_another_fact_question_frames_every_question_and_nothing_else():
+    frame = "Trivia: {q}\nReply:"
+    default, framed = biography_splits(12, seed=0), biography_splits(12, seed=0, question=frame)
+    assert framed["people"] == default["people"]
+    for split in ("val", "test"):
+        for a, b in zip(default[split], framed[split], strict=True):
+            question = a["prompt"].removeprefix("Question: ").removesuffix("\nAnswer:")
+            assert b["prompt"] == f"Trivia: {question}\nReply:" and b["answer"] == a["answer"]
+    assert all("Question:" not in (r.get("prompt") or r["text"]) for r in framed["train"])
+    # the statements are not questions: the same lines, only the question-answer prompts changed
+    assert sorted(r["text"] for r in framed["train"] if "text" in r) == \
+        sorted(r["text"] for r in default["train"] if "text" in r)
+    assert sum("prompt" in r for r in framed["train"]) == sum("prompt" in r for r in default["train"]) > 0
+    with pytest.raises(DataError, match="no other braces"):
+        biography_splits(3, seed=0, question="{q} {name}")
+
+
 def test_known_prompt_is_used(tmp_path):
     spec = DataSpec(**SMALL, known_prompt="The capital of {country} is")
     paths = write_demo_data(tmp_path, spec, progress=False)
@@ -235,7 +252,8 @@ def test_known_prompt_is_used(tmp_path):
      ("n_people", bio.MAX_PEOPLE + 1, "at most"), ("qa_share", 1.5, "qa_share=1.5"),
      ("attributes", ["shoe_size"], "shoe_size"), ("attributes", [], "at least one"),
      ("attributes", ["employer", "employer"], "repeated"), ("n_skill_test", -1, "n_skill_test=-1"),
-     ("known_prompt", "Capital?", "country")],
+     ("known_prompt", "Capital?", "country"), ("fact_question", "Trivia:", "fact_question"),
+     ("fact_question", "Trivia {q} {x}", "no other braces")],
 )
 def test_data_spec_checks(key, value, match):
     with pytest.raises(ConfigError, match=match):

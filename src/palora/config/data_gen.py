@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..datasets.biographies import ATTRIBUTES, MAX_PEOPLE
+from ..datasets.biographies import ATTRIBUTES, MAX_PEOPLE, QUESTION, is_question_frame
 from ..datasets.known_facts import PROMPT as KNOWN_PROMPT
 from ..datasets.skills import SKILL_TASKS
 from .fields import check_value, documented
@@ -21,6 +21,10 @@ class DataSpec:
     n_people: int = documented(100, "fictional people whose facts are injected")
     qa_share: float = documented(0.5, "share of the people who also get train-only question-answer lines")
     attributes: list[str] = documented(list(ATTRIBUTES), f"facts per person, among {', '.join(ATTRIBUTES)}")
+    fact_question: str | None = documented(
+        None, f"frame of the facts' questions, in training and evaluation, with a {{q}} field; null: {QUESTION!r}, "
+        "the skill's own frame (another, e.g. 'Trivia: {q}\\nReply:', tests whether plain LoRA's forgetting is the "
+        "facts' format taking over the skill's prompts)")
     known_prompt: str = documented(KNOWN_PROMPT, "prompt of a known fact, with a {country} field")
     seed: int = documented(0, "seed of the generated data (independent of the training seed)")
 
@@ -35,4 +39,6 @@ class DataSpec:
         for a in self.attributes:
             check_value(a in ATTRIBUTES, "attributes", a, f"known: {', '.join(ATTRIBUTES)}")
         check_value(len(set(self.attributes)) == len(self.attributes), "attributes", self.attributes, "repeated")
+        check_value(self.fact_question is None or is_question_frame(self.fact_question), "fact_question",
+                    self.fact_question, "needs a {q} field and no other braces")
         check_value("{country}" in self.known_prompt, "known_prompt", self.known_prompt, "needs a {country} field")

@@ -95,6 +95,12 @@ TEST_QUESTIONS: dict[str, str] = {
 QUESTION = "Question: {q}\nAnswer:"
 
 
+def is_question_frame(question: str) -> bool:
+    """A question frame holds the field ``{q}`` and no other braces."""
+    rest = question.replace("{q}", "")
+    return rest != question and "{" not in rest and "}" not in rest
+
+
 def _article(word: str) -> str:
     return "an" if word[0].lower() in "aeiou" else "a"
 
@@ -139,15 +145,20 @@ def _statement(template: str, name: str, value: str) -> str:
 
 
 def biography_splits(
-    n_people: int, seed: int, qa_share: float = 0.5, attributes: Sequence[str] = ATTRIBUTES
+    n_people: int, seed: int, qa_share: float = 0.5, attributes: Sequence[str] = ATTRIBUTES, question: str = QUESTION
 ) -> dict[str, list[dict[str, Any]]]:
     """``{"train", "val", "test", "people"}``: the module docstring's lines, and the people themselves.
+
+    ``question`` frames every question (training's and evaluation's), with a ``{q}`` field: by
+    default :data:`QUESTION`, the reasoning-gym skills' own ``Question: …\nAnswer:``.
 
     ``train`` is shuffled with the same ``seed``; the first ``round(qa_share * n_people)`` people
     (in generation order, itself random) also get the question-answer lines.
     """
     if not 0 <= qa_share <= 1:
         raise DataError(f"qa_share={qa_share}: must be in [0, 1]")
+    if not is_question_frame(question):
+        raise DataError(f"fact question {question!r}: needs a {{q}} field and no other braces")
     people = make_people(n_people, seed, attributes)
     n_qa = round(qa_share * n_people)
     train: list[dict[str, Any]] = []
@@ -158,11 +169,11 @@ def biography_splits(
             value = person[attribute]
             train += [{"text": _statement(t, name, value)} for t in STATEMENTS[attribute]]
             if i < n_qa:
-                train += [{"prompt": QUESTION.format(q=q.format(n=name)), "completion": " " + value}
+                train += [{"prompt": question.format(q=q.format(n=name)), "completion": " " + value}
                           for q in TRAIN_QUESTIONS[attribute]]
             for split, templates in (("val", VAL_QUESTIONS), ("test", TEST_QUESTIONS)):
                 evals[split].append({
-                    "prompt": QUESTION.format(q=templates[attribute].format(n=name)),
+                    "prompt": question.format(q=templates[attribute].format(n=name)),
                     "answer": value,
                     "person": name,
                     "attribute": attribute,

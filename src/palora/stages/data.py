@@ -34,7 +34,7 @@ from typing import Any
 from .. import __version__
 from ..config import DataSpec, RunConfig, to_dict
 from ..core.checkers import check_contains
-from ..datasets.biographies import biography_splits
+from ..datasets.biographies import QUESTION, biography_splits
 from ..datasets.known_facts import MAX_NEW_TOKENS, candidate_capitals
 from ..datasets.skills import SKILL_TASKS, skill_splits
 from ..errors import ConfigError, DataError
@@ -64,7 +64,8 @@ def demo_data(spec: DataSpec) -> dict[str, list[dict[str, Any]]]:
     """The lines of every file (``known_facts`` unfiltered), keyed by file name without suffix."""
     skill = skill_splits(SKILL_TASKS[spec.skill_task], spec.n_skill_train, spec.n_skill_val,
                          spec.n_skill_test, spec.seed)
-    knowledge = biography_splits(spec.n_people, spec.seed, spec.qa_share, spec.attributes)
+    knowledge = biography_splits(spec.n_people, spec.seed, spec.qa_share, spec.attributes,
+                                 spec.fact_question or QUESTION)
     return {
         **{f"skill_{split}": rows for split, rows in skill.items()},
         **{f"knowledge_{split}": knowledge[split] for split in ("train", "val", "test")},

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# E2, the template confound: is plain LoRA's forgetting the facts' answer format taking over the
+# skill's prompts, and does act-protect's win over the paper's probe survive facts that share
+# neither the skill's frame nor its numeric answers?
+#
+#   bash experiments/template.sh EXPERT_SEED0 EXPERT_SEED1 [OUT]
+#
+# EXPERT_SEEDk: a run directory holding an SVF expert of the demo's settings trained with seed k
+# (`palora demo --seed k`, or `palora svf --config demo --seed k`), on the demo's skill data.
+# Setting A: the demo's facts (`Question: …\nAnswer:`, a quarter of the answers birth years).
+# Setting B: `Trivia: …\nReply:` and no birth years (`data_gen.attributes` without birth_year,
+# 67 people: about as many facts and training lines as A). The skill files are the same bytes.
+# Each (setting, seed) runs lora, palora (the paper's probe) and act-protect from the same expert
+# at the demo's budget; report.md holds the wrong skill answers by kind.
+set -euo pipefail
+seed0=$1 seed1=$2 out=${3:-runs/e2}
+palora=${PALORA:-palora}
+mkdir -p "$out"
+[ -d "$out/data-A" ] || $palora data --config demo --out "$out/data-A" --quiet
+[ -d "$out/data-B" ] || $palora data --config demo --out "$out/data-B" --quiet \
+  --set 'data_gen.fact_question="Trivia: {q}\nReply:"' \
+  --set 'data_gen.attributes=[birth_city,employer,profession]' --set data_gen.n_people=67
+cmp -s "$out/data-A/skill_test.jsonl" "$out/data-B/skill_test.jsonl"
+for seed in 0 1; do
+  expert=$([ "$seed" = 0 ] && echo "$seed0" || echo "$seed1")
+  for setting in B A; do
+    run="$out/$setting-seed$seed" data="$out/data-$setting"
+    if [ ! -d "$run" ]; then  # the expert is reused: its svf stage matches, every later stage is redone
+      mkdir -p "$run"
+      cp -r "$expert"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$run"/
+      # on the expert's own facts its methods are reused where their settings match (the demo's rows)
+      if [ "$setting" = A ] && [ -d "$expert/methods" ]; then cp -r "$expert/methods" "$run"/; fi
+    fi
+    $palora run --config demo --seed "$seed" --out "$run" --overwrite --quiet \
+      --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
+      --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
+      --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect > /dev/null
+    echo "$run: done"
+  done
+done

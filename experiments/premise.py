@@ -23,8 +23,10 @@ The premise "z marks the skill's components" holds for a score only if its S bea
 the same size by more than two standard errors: resetting it costs more skill, keeping it keeps
 more, and noise kept off it costs less. The differences are paired per expert (score minus the
 mean of the random draws); the standard error is the larger of the one over experts and the
-binomial one of the pooled difference. Writes ``--out`` (every accuracy; a rerun measures only the
-experts it lacks), prints the tables and, with ``--plot``, draws them.
+binomial one of the pooled difference. The rule is uncorrected for the thirty-odd comparisons,
+and with three experts the SE over experts has two degrees of freedom: read a "yes" near the
+line as a lead, not a finding. Writes ``--out`` (the settings and every accuracy; a rerun with
+the same settings measures only the experts it lacks), prints the tables and, with ``--plot``, draws them.
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def random_update(layer: SVFLinear, norm: float, rank: int, off: torch.Tensor | 
                   ) -> torch.Tensor:
     """``ΔW`` (m, n) = B A, Gaussian, projected off ``U_S``/``V_S`` when ``off`` is given, norm ``norm``."""
     m, n = layer.U.shape[0], layer.V.shape[0]
-    dw = torch.randn(m, rank, generator=g) @ torch.randn(rank, n, generator=g)
+    # drawn on the CPU (the generator's), then moved: the same draw on any device
+    dw = (torch.randn(m, rank, generator=g) @ torch.randn(rank, n, generator=g)).to(layer.U.device)
     if off is not None:
         u, v = layer.U[:, off].float(), layer.V[:, off].float()
         dw = dw - u @ (u.T @ dw)
@@ -140,7 +143,7 @@ def run_expert(run: Path, args, norms_cache: dict) -> dict[str, dict]:
     def score() -> dict:
         r = evaluate(model, tok, examples, cfg.data.skill_checker, chat_template=cfg.data.chat_template,
                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, progress=False)
-        return {"accuracy": r.accuracy, "n": r.n}
+        return {"accuracy": r.accuracy, "n": r.n, "correct": r.correct}
 
     plan: list[tuple[str, object]] = [("expert", None), ("base", "base")]
     chosen = {f: selections(layers, fisher, f, args.draws, cfg.seed) for f in args.fractions}
@@ -289,13 +292,20 @@ def main() -> None:
     args.noise_selections = [x for x in args.noise_selections.split(",") if x]
     if not args.noise_selections:
         args.noise_draws = 0
+    known = {*Z_SCORES, "top", *(f"random{d}" for d in range(args.draws))}
+    if args.noise_selections and ("random0" not in args.noise_selections or not set(args.noise_selections) <= known):
+        ap.error(f"--noise-selections: names among {', '.join(sorted(known))}, random0 included (the reference)")
     runs = [Path(r) for r in args.runs.split(",")]
-    per_run = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    settings = {k: str(v) for k, v in vars(args).items() if k not in ("runs", "out", "plot")}
+    saved = json.loads(args.out.read_text()) if args.out.is_file() else {"settings": settings, "runs": {}}
+    if saved.get("settings") != settings:
+        ap.error(f"{args.out} holds results measured with other settings ({saved.get('settings')}): use another --out")
+    per_run = saved["runs"]
     cache: dict = {}
     for run in runs:
         if str(run) not in per_run:  # a rerun continues with the experts not yet measured
             per_run[str(run)] = run_expert(run, args, cache)
-            args.out.write_text(json.dumps(per_run, indent=1))
+            args.out.write_text(json.dumps(saved))
     measured = {str(r): per_run[str(r)] for r in runs}
     print(tables(measured, args.fractions, args.noise_selections))
     if args.plot:

@@ -13,23 +13,28 @@
 # Each (setting, seed) runs lora, palora (the paper's probe) and act-protect from the same expert
 # at the demo's budget; report.md holds the wrong skill answers by kind.
 set -euo pipefail
-seed0=$1 seed1=$2 out=${3:-runs/e2}
-palora=${PALORA:-palora}
+seed0=${1:?usage: template.sh EXPERT_SEED0 EXPERT_SEED1 [OUT]} seed1=${2:?usage: template.sh EXPERT_SEED0 EXPERT_SEED1 [OUT]}
+out=${3:-runs/e2}
+palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
 mkdir -p "$out"
 [ -d "$out/data-A" ] || $palora data --config demo --out "$out/data-A" --quiet
 [ -d "$out/data-B" ] || $palora data --config demo --out "$out/data-B" --quiet \
   --set 'data_gen.fact_question="Trivia: {q}\nReply:"' \
   --set 'data_gen.attributes=[birth_city,employer,profession]' --set data_gen.n_people=67
-cmp -s "$out/data-A/skill_test.jsonl" "$out/data-B/skill_test.jsonl"
+same() { cmp -s "$1" "$2" || { echo "template.sh: $1 and $2 differ: the experts would be retrained" >&2; exit 1; }; }
+for split in train val test; do same "$out/data-A/skill_$split.jsonl" "$out/data-B/skill_$split.jsonl"; done
 for seed in 0 1; do
   expert=$([ "$seed" = 0 ] && echo "$seed0" || echo "$seed1")
   for setting in B A; do
     run="$out/$setting-seed$seed" data="$out/data-$setting"
-    if [ ! -d "$run" ]; then  # the expert is reused: its svf stage matches, every later stage is redone
-      mkdir -p "$run"
-      cp -r "$expert"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$run"/
+    # the expert is reused (its svf stage matches: the same skill_train bytes), every later stage redone
+    same "$data/skill_train.jsonl" "$(sed -n 's/^  skill_train: //p' "$expert/config.yaml")"
+    if [ ! -d "$run" ]; then
+      rm -rf "$run.tmp" && mkdir -p "$run.tmp"
+      cp -r "$expert"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$run.tmp"/
       # on the expert's own facts its methods are reused where their settings match (the demo's rows)
-      if [ "$setting" = A ] && [ -d "$expert/methods" ]; then cp -r "$expert/methods" "$run"/; fi
+      if [ "$setting" = A ] && [ -d "$expert/methods" ]; then cp -r "$expert/methods" "$run.tmp"/; fi
+      mv "$run.tmp" "$run"
     fi
     $palora run --config demo --seed "$seed" --out "$run" --overwrite --quiet \
       --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \

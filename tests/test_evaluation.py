@@ -140,3 +140,18 @@ def test_generation_stops_at_model_and_tokenizer_eos(model, tokenizer):
     end = new.tolist().index(stop) + 1
     assert short == tokenizer.decode(new[:end], skip_special_tokens=True)
     assert end < 6 and short != tokenizer.decode(new, skip_special_tokens=True)
+
+
+def test_skill_mistakes_take_the_facts_numbers_from_the_knowledge_set_and_stop_at_n():
+    from palora.evaluation import skill_mistakes
+
+    skill = [EvalExample(prompt=f"q{i}", answer=a) for i, a in enumerate(["-37", "57", "12", "40"])]
+    facts = [EvalExample(prompt="Born?", answer="1901", aliases=("nineteen oh one",)),
+             EvalExample(prompt="City?", answer="Quell")]
+    # the first three questions were scored (eval.limit=3): a fact's beginning, a slip, words
+    result = EvalResult(accuracy=0.0, n=3, correct=[False] * 3, outputs=[" 19", " 58", " none"])
+    sets = {"skill": (skill, "numeric"), "knowledge": (facts, "contains")}
+    assert skill_mistakes(sets, result) == {"near": 1, "fact": 1, "other": 0, "words": 1}
+    # without the facts' numbers the same 19 is another number; a skill in words has no kinds
+    assert skill_mistakes({"skill": (skill, "numeric")}, result) == {"near": 1, "fact": 0, "other": 1, "words": 1}
+    assert skill_mistakes({"skill": (skill, "exact"), "knowledge": (facts, "contains")}, result) is None

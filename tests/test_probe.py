@@ -47,8 +47,6 @@ def test_signed_scores_split_delta_by_direction():
     assert bool(((up > 0) & (down > 0)).sum() == 0)
     # the strengthened components are picked first, then spectral order among the untouched
     assert_indices(select({"w": up}, SelectionRule("topk", k=2))["w"], 0, 1)
-    with pytest.raises(ValueError, match="fisher"):
-        component_scores(s, sigma, "fisher")
 
 
 # ----------------------------------------------------------------------------- selection rules

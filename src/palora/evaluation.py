@@ -172,11 +172,19 @@ def evaluate_sets(model: Any, tokenizer: Any, sets: dict[str, EvalSet], cfg: Run
                               max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, limit=e.limit,
                               desc=f"{desc}: {name}", progress=progress)
                for name, (examples, checker) in sets.items()}
-    if "skill" in sets and sets["skill"][1] == "numeric":
-        facts = fact_prefixes(a for ex in sets.get("knowledge", ([], ""))[0] for a in (ex.answer, *ex.aliases))
-        skill = results["skill"]
-        skill.mistakes = tally(skill.outputs, [ex.answer for ex in sets["skill"][0][: skill.n]], skill.correct, facts)
+    if "skill" in sets:
+        results["skill"].mistakes = skill_mistakes(sets, results["skill"])
     return results
+
+
+def skill_mistakes(sets: dict[str, EvalSet], skill: EvalResult) -> dict[str, int] | None:
+    """The skill result's wrong answers by kind (:func:`palora.core.mistakes.tally`), the whole numbers
+    of the ``knowledge`` set's answers and aliases being the facts' format; None unless the skill is numeric."""
+    examples, checker = sets["skill"]
+    if checker != "numeric":
+        return None
+    facts = fact_prefixes(a for ex in sets.get("knowledge", ([], ""))[0] for a in (ex.answer, *ex.aliases))
+    return tally(skill.outputs, [ex.answer for ex in examples[: skill.n]], skill.correct, facts)
 
 
 #: per split, the ``data.*`` keys of the skill and knowledge sets and the flag that sets each

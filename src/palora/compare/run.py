@@ -52,7 +52,7 @@ from .table import (
 ROW_KEYS = {"skill": "skill", "knowledge": "recall", "known": "known"}
 
 
-def _scores(model, tok, sets: dict[str, EvalSet], cfg: RunConfig, progress: bool) -> dict[str, float]:
+def _scores(model, tok, sets: dict[str, EvalSet], cfg: RunConfig, progress: bool) -> dict[str, Any]:
     out = {}
     for name, r in evaluate_sets(model, tok, sets, cfg, desc="compare", progress=progress).items():
         out[ROW_KEYS[name]], out[f"n_{ROW_KEYS[name]}"] = r.accuracy, r.n

@@ -15,6 +15,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..core.mistakes import KINDS
+
 Row = dict[str, Any]
 
 #: what a row's ``peak_memory_mb`` measures (its ``peak_memory_kind``): on CUDA the allocated
@@ -95,7 +97,7 @@ def summarize(rows: Sequence[Row], methods: Sequence[str], chosen: dict[str, flo
             line[key] = mean_std(r.get(key) for r in mine)[0]
         counts = [r["test"].get("skill_mistakes") for r in mine]
         if all(c is not None for c in counts):  # wrong skill answers by kind, summed over the seeds
-            line["skill_mistakes"] = {k: sum(c[k] for c in counts) for k in counts[0]}
+            line["skill_mistakes"] = {k: sum(c.get(k, 0) for c in counts) for k in KINDS}
             line["n_skill"] = sum(r["test"]["n_skill"] for r in mine)
         line["peak_memory_mb"] = mean_std(r.get("peak_memory_mb") for r in mine
                                           if r.get("peak_memory_kind") in PER_JOB_PEAKS)[0]

@@ -2,8 +2,9 @@
 facts' answer format taking over the skill's prompts.
 
 For a wrong output of the ``numeric`` checker (:mod:`palora.core.checkers`), with ``p`` the first
-number of the output (as written, sign and separators dropped: its digits ``d(p)``), ``a`` the
-reference and ``F`` the numbers among the facts' answers (``1987``, ...):
+number of the output, ``d(p)`` the digits of its whole part as written (sign, separators and
+decimals dropped), ``a`` the reference and ``F`` the whole numbers among the facts' answers
+(``1987``, ...):
 
 * ``near``:  ``|p − a| ≤ max(1, 0.1·|a|)`` (an arithmetic slip: a carry, an off-by-one);
 * ``fact``:  ``d(p)`` is a fact number or its first two or more digits (``19``, ``198`` of ``1987``):
@@ -12,7 +13,9 @@ reference and ``F`` the numbers among the facts' answers (``1987``, ...):
 * ``words``: the output holds no number at all.
 
 The kinds are tested in that order: an output near the reference counts as a slip even when it is
-also a fact number's beginning, so ``fact`` is the conservative count of the format taking over.
+also a fact number's beginning. A genuine slip far from the reference can still read as a fact
+number (``19`` for ``-37`` when the facts hold years 19xx): the expert's own ``fact`` rate, with no
+facts injected, is that chance level, and a model's excess over it is the format taking over.
 Without numeric facts (``F`` empty) ``fact`` is always 0.
 """
 

@@ -236,3 +236,68 @@ def test_lora_intruders_is_the_documented_mitigation_and_one_plain_adapter():
     assert rel_err(lora_delta(built.model, large), (u[:, :RANK] * s[:RANK]) @ vh[:RANK]) < 1e-4
     assert float(lora_delta(built.model, large).norm()) < float(before[large].norm())
     assert torch.allclose(lora_delta(built.model, small), before[small])
+
+
+class _Probes:
+    """The singular probe of a tiny expert (random components), as :class:`palora.protection.Probes`."""
+
+    def __init__(self, model):
+        self.model, self.subs = model, subspaces_of(model)
+
+    def get(self, basis: str) -> dict[str, Subspace]:
+        assert basis == "singular"
+        return self.subs
+
+    def base_targets(self):
+        return find_targets(self.model)
+
+
+def test_residual_updates_stay_inside_the_singular_components_outside_s():
+    from palora.protection import skill_subspaces
+
+    expert = make_tiny_model("llama")
+    model = copy.deepcopy(expert)
+    probes = _Probes(model)
+    subs = skill_subspaces(METHODS["palora-residual"], probes, seed=0)
+    for t in find_targets(model):  # the probe's components, then the null spaces (one side each)
+        m, n = t.shape
+        k = probes.subs[t.name].k
+        assert subs[t.name].U.shape == (m, k + m - min(m, n)) and subs[t.name].V.shape == (n, k + n - min(m, n))
+        assert torch.equal(subs[t.name].U[:, :k], probes.subs[t.name].U)
+    assert any(t.shape[0] != t.shape[1] for t in find_targets(model))  # a null space to close
+    built = build_method(METHODS["palora-residual"], model, config(), subs, skill_batches)
+    train(built.model, tiny_train_items(16), TrainCollator(0), config().inject.train, seed=0, stage="residual",
+          progress=False)
+    for t, svd in iter_svd(find_targets(expert)):
+        delta = lora_delta(built.model, t.name)
+        rest = torch.tensor([i for i in range(svd.S.numel()) if i not in set(probes.subs[t.name].indices.tolist())])
+        U, V = svd.U[:, rest].float(), svd.V[:, rest].float()
+        assert float(delta.norm()) > 0
+        # ΔW = U_¬S U_¬Sᵀ ΔW V_¬S V_¬Sᵀ: inside the residual basis, hence off S and off both null spaces
+        assert rel_err(U @ (U.T @ delta @ V) @ V.T, delta) < 1e-4
+
+
+def test_with_null_spaces_completes_the_weight_basis():
+    from palora.core.subspace import with_null_spaces
+
+    W = torch.randn(12, 5)
+    for M in (W, W.T):
+        svd = next(iter_svd([_Target(M)]))[1]
+        sub = Subspace.from_svd(svd, torch.tensor([1, 3]))
+        full = with_null_spaces(sub, M)
+        m, n = M.shape
+        # [U_S | N_out | U_¬S] and [V_S | N_in | V_¬S] are orthonormal bases of R^m and R^n
+        for Q, Q_all, d in ((full.U, svd.U, m), (full.V, svd.V, n)):
+            rest = Q_all[:, [0, 2, 4]].float()
+            basis = torch.cat([Q, rest], 1)
+            assert basis.shape == (d, d)
+            torch.testing.assert_close(basis.T @ basis, torch.eye(d), atol=1e-5, rtol=0)
+
+
+class _Target:
+    """A bare weight as a target, for :func:`iter_svd`."""
+
+    def __init__(self, W: torch.Tensor):
+        self.name, self.module = "w", torch.nn.Linear(W.shape[1], W.shape[0], bias=False)
+        with torch.no_grad():
+            self.module.weight.copy_(W)

@@ -17,7 +17,8 @@ probe's budget among them.
 
 **A method's protected set** (:func:`skill_subspaces`): the probe of its basis, or for ``top`` /
 ``random`` as many components per matrix as the singular probe picks, the principal or random
-ones. **Earlier rounds** (``inject.protect_adapter``, :func:`kept_off`): the earlier update's
+ones; for ``residual`` the singular probe's components and the base weights' null spaces
+(:func:`palora.core.subspace.with_null_spaces`). **Earlier rounds** (``inject.protect_adapter``, :func:`kept_off`): the earlier update's
 column and row spaces, united with the skill's, from the start model with that round merged.
 """
 
@@ -46,9 +47,9 @@ from .core.probe import (
     spectrum_stats,
 )
 from .core.statistics import activation_energy, fisher_information, input_covariance
-from .core.subspace import Subspace, from_groups, stores_vectors
+from .core.subspace import Subspace, from_groups, stores_vectors, with_null_spaces
 from .core.svf import add_svf, load_svf_state, svf_layers
-from .core.targets import Target, find_targets
+from .core.targets import Target, find_targets, weight_matrix
 from .core.update_spaces import UpdateSpaces, adapter_spaces, protected_spaces
 from .errors import ArtifactError, FingerprintError, ModelError
 from .io.artifacts import RunDir, check_adapter, load_subspace, load_svf_expert
@@ -192,6 +193,9 @@ def skill_subspaces(method: Method, probes: Probes, seed: int) -> dict[str, Subs
     if method.protects is None:
         return None
     probed = probes.get(method.probe_basis)
+    if method.protects == "residual":  # the null spaces of the base weights are the expert's too
+        return {t.name: with_null_spaces(probed[t.name], weight_matrix(t.module).float())
+                for t in probes.base_targets()}
     if method.protects not in ("top", "random"):
         return probed
     targets = probes.base_targets()

@@ -51,3 +51,21 @@ def from_groups(groups: dict[str, dict[str, torch.Tensor]],
         raise ValueError("the subspace stores indices only: pass the decomposition of its base weights")
     return {t.name: Subspace.from_svd(svd, groups[t.name]["indices"], groups[t.name].get("weights"))
             for t, svd in svds}
+
+
+def with_null_spaces(sub: Subspace, W: torch.Tensor) -> Subspace:
+    """``sub`` with the null spaces of ``W`` (m x n, rank ``r = min(m, n)``) added to its two sides.
+
+    With the full SVD ``W = [U | N_out] diag(σ) [V | N_in]ᵀ``, ``N_out`` (m x (m−r)) spans the
+    left null space and ``N_in`` (n x (n−r)) the null space; one of them is empty. The result has
+    ``U = [U_S | N_out]``, ``V = [V_S | N_in]``, so the two-sided projection away from it,
+    ``(I − U Uᵀ) ΔW (I − V Vᵀ) = U_¬S U_¬Sᵀ ΔW V_¬S V_¬Sᵀ``, confines an update to the span of
+    the singular components outside S (the *residual basis*). For a wide matrix (``down_proj``:
+    n > r) the null space holds inputs that ``P_in = I − V_S V_Sᵀ`` alone leaves open. No soft
+    weights: the projector is hard.
+    """
+    m, n = W.shape
+    r = min(m, n)
+    full_u, _, full_vh = torch.linalg.svd(W.detach().double(), full_matrices=True)
+    n_out, n_in = full_u[:, r:].float(), full_vh[r:, :].T.float()
+    return Subspace(sub.indices, torch.cat([sub.U, n_out], 1).contiguous(), torch.cat([sub.V, n_in], 1).contiguous())

@@ -6,7 +6,8 @@ steps, batch); a method says what differs, in one small file of this package:
 
 - ``protects``: the protected set its update stays off, which :mod:`palora.protection` computes or
   loads: ``spectral`` (the paper's probe: singular components of ``W_z`` picked from the SVF
-  scales, ``palora probe``), ``top`` / ``random`` (as many components per matrix as the probe,
+  scales, ``palora probe``), ``residual`` (the same components and ``W``'s null spaces: the update
+  stays inside the components outside S), ``top`` / ``random`` (as many components per matrix as the probe,
   the principal ones or random ones), ``covariance`` (the top eigenvectors of the skill's input
   covariance through the expert, ``palora probe`` with the activation basis), or nothing;
 - ``build``: the model to train, from a :class:`BuildContext` (peft LoRA through
@@ -38,11 +39,11 @@ if TYPE_CHECKING:
     from ..core.subspace import Subspace
     from ..core.targets import Target
 
-Protects = Literal["spectral", "top", "random", "covariance"]
+Protects = Literal["spectral", "residual", "top", "random", "covariance"]
 LrFamily = Literal["adapter", "svd-init", "full", "none"]
 #: the probe basis (``palora probe``'s file) each protected set is read from
-PROBE_BASIS: dict[str, str] = {"spectral": "singular", "top": "singular", "random": "singular",
-                               "covariance": "activation"}
+PROBE_BASIS: dict[str, str] = {"spectral": "singular", "residual": "singular", "top": "singular",
+                               "random": "singular", "covariance": "activation"}
 
 
 @dataclass

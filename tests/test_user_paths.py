@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from palora.cli import main
 from test_cli import FAST, assert_one_line_error, data, run_args, write_jsonl  # noqa: F401 (fixture)
@@ -255,3 +258,25 @@ def test_the_readme_library_snippet_runs(model):
     finally:
         os.chdir(cwd)
     assert (model.parent / "adapter" / "adapter_config.json").is_file()
+
+
+def test_a_stage_whose_result_is_gone_runs_again(model, data, tmp_path, capsys):  # noqa: F811
+    """A run directory copied with its stages.json but not every result (or a result deleted) redoes
+    exactly the stages whose results are missing, instead of skipping them and failing later."""
+    out = tmp_path / "run"
+    args = run_args(model, data, out)
+    args[args.index("--methods") + 1] = "act-protect,lora"
+    assert main(args) == 0
+    (out / "subspace-activation.safetensors").unlink()
+    lora = load_file(out / "methods" / "lora" / "adapter" / "adapter_model.safetensors")
+    shutil.rmtree(out / "methods" / "lora")
+    capsys.readouterr()
+    assert main([a for a in args if a != "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "probe:activation: already done" not in said and "inject:lora: already done" not in said
+    # the redone probe has the same digest, so what was built on it still holds
+    assert "svf: already done" in said and "inject:act-protect: already done" in said
+    assert (out / "subspace-activation.safetensors").is_file()
+    # the same settings and seed: the redone adapter is the one removed, tensor for tensor
+    again = load_file(out / "methods" / "lora" / "adapter" / "adapter_model.safetensors")
+    assert again.keys() == lora.keys() and all(torch.equal(again[k], lora[k]) for k in lora)

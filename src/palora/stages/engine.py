@@ -2,11 +2,12 @@
 
 A :class:`Stage` declares, next to its code, its key in ``stages.json``, the configuration keys and
 data files its result depends on (``inputs``), the stages it builds on (``upstream``) and the files
-it writes (``outputs``). Each stage records in ``stages.json`` the digest of its inputs and the
+it writes (``outputs``), of which those a finished stage must leave (``leaves``). Each stage records in ``stages.json`` the digest of its inputs and the
 digests of its upstream stages at the time it ran. For a configuration ``cfg`` a recorded stage is
 
-- **done** when its digest is ``cfg``'s and the stages it builds on are still the ones it used:
-  rerunning the same command skips it;
+- **done** when its digest is ``cfg``'s, the stages it builds on are still the ones it used and
+  what it leaves is there: rerunning the same command skips it (a stage whose result was removed,
+  or never copied along with ``stages.json``, runs again);
 - **stale** when either differs, or when a stage it builds on is stale: the directory holds a run
   made with other settings (:mod:`.opening` refuses it, or with ``--overwrite`` redoes exactly the
   stale stages).
@@ -42,6 +43,8 @@ class Stage:
     inputs: Callable[[RunConfig], dict[str, Any]]  # settings and data-file digests it reads
     upstream: Callable[[RunConfig], list[Stage]]  # the stages whose results it reads
     outputs: Callable[[RunDir], list[Path]]  # files and folders it writes (removed when it is redone)
+    #: the outputs a finished stage leaves behind (checkpoints and logs are not among them)
+    leaves: Callable[[RunDir], list[Path]] = lambda rd: []
 
 
 def read_stages(rd: RunDir) -> dict[str, Any]:
@@ -122,7 +125,8 @@ def done_in(stages: dict[str, Any], cfg: RunConfig, stage: Stage) -> bool:
 
 
 def is_done(rd: RunDir, cfg: RunConfig, stage: Stage) -> bool:
-    return done_in(read_stages(rd), cfg, stage)
+    """:func:`done_in` this run's ``stages.json``, with every file the stage leaves present."""
+    return done_in(read_stages(rd), cfg, stage) and all(p.exists() for p in stage.leaves(rd))
 
 
 def record(rd: RunDir, cfg: RunConfig, stage: Stage, info: dict[str, Any]) -> None:

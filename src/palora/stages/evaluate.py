@@ -44,6 +44,7 @@ STAGE = Stage(
                         "methods": cfg.inject.methods},
     upstream=lambda cfg: [svf.STAGE, *[inject.stage_for(m) for m in cfg.inject.methods]],
     outputs=lambda rd: [rd.report_json, rd.report_md, rd.model_card, rd.plots, rd.evaluations],
+    leaves=lambda rd: [rd.report_json],
 )
 
 
@@ -104,7 +105,7 @@ def _save_outputs(rd: RunDir, name: str, kind: str, examples, result) -> None:
 
 
 def run_eval(cfg: RunConfig, rd: RunDir, progress: bool = True) -> list[dict]:
-    if is_done(rd, cfg, STAGE) and rd.report_json.is_file():
+    if is_done(rd, cfg, STAGE):
         print(f"eval: already done in {rd.root}, skipped")
         return json.loads(rd.report_json.read_text(encoding="utf-8"))["rows"]
     rows = _evaluate(cfg, rd, progress) if is_main() else []

@@ -74,7 +74,8 @@ def _upstream(method: str, cfg: RunConfig) -> list[Stage]:
 def stage_for(method: str) -> Stage:
     key = f"inject:{method}"
     return Stage(key, inputs=functools.partial(_inputs, method), upstream=functools.partial(_upstream, method),
-                 outputs=lambda rd: [rd.method(method), rd.checkpoint(key), rd.tensorboard(key)])
+                 outputs=lambda rd: [rd.method(method), rd.checkpoint(key), rd.tensorboard(key)],
+                 leaves=lambda rd: [rd.method(method)])
 
 
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:

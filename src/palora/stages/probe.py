@@ -64,7 +64,8 @@ def stage_for(basis: str) -> Stage:
     """The probe stage of ``basis`` (``probe`` for singular components, ``probe:<basis>`` otherwise)."""
     key = "probe" if basis == "singular" else f"probe:{basis}"
     return Stage(key, inputs=functools.partial(_inputs, basis), upstream=lambda cfg: [svf.STAGE],
-                 outputs=lambda rd: [rd.probe_stats_file(basis), rd.subspace_file(basis)])
+                 outputs=lambda rd: [rd.probe_stats_file(basis), rd.subspace_file(basis)],
+                 leaves=lambda rd: [rd.probe_stats_file(basis), rd.subspace_file(basis)])
 
 
 def bases(cfg: RunConfig) -> list[str]:

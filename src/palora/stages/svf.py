@@ -44,7 +44,8 @@ def inputs(cfg: RunConfig) -> dict:
 
 
 STAGE = Stage("svf", inputs=inputs, upstream=lambda cfg: [data.STAGE],
-              outputs=lambda rd: [rd.svf_expert, rd.expert_model, rd.checkpoint("svf"), rd.tensorboard("svf")])
+              outputs=lambda rd: [rd.svf_expert, rd.expert_model, rd.checkpoint("svf"), rd.tensorboard("svf")],
+              leaves=lambda rd: [rd.svf_expert, rd.expert_model])
 
 
 def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:

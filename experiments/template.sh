@@ -32,6 +32,8 @@ for seed in 0 1; do
     if [ ! -d "$run" ]; then
       rm -rf "$run.tmp" && mkdir -p "$run.tmp"
       cp -r "$expert"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$run.tmp"/
+      # the expert's probes too, where it has them: stages.json records them as done
+      for f in "$expert"/subspace*.safetensors "$expert"/probe_stats*.json; do [ -f "$f" ] && cp "$f" "$run.tmp"/; done
       # on the expert's own facts its methods are reused where their settings match (the demo's rows)
       if [ "$setting" = A ] && [ -d "$expert/methods" ]; then cp -r "$expert/methods" "$run.tmp"/; fi
       mv "$run.tmp" "$run"

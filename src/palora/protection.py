@@ -18,8 +18,9 @@ probe's budget among them.
 **A method's protected set** (:func:`skill_subspaces`): the probe of its basis, or for ``top`` /
 ``random`` as many components per matrix as the singular probe picks, the principal or random
 ones; for ``residual`` the singular probe's components and the base weights' null spaces
-(:func:`palora.core.subspace.with_null_spaces`). **Earlier rounds** (``inject.protect_adapter``, :func:`kept_off`): the earlier update's
-column and row spaces, united with the skill's, from the start model with that round merged.
+(:func:`palora.core.subspace.with_null_spaces`). **Earlier rounds** (``inject.protect_adapter``,
+:func:`kept_off`): the earlier update's column and row spaces, united with the skill's, from the
+start model with that round merged.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 A :class:`Stage` declares, next to its code, its key in ``stages.json``, the configuration keys and
 data files its result depends on (``inputs``), the stages it builds on (``upstream``) and the files
-it writes (``outputs``), of which those a finished stage must leave (``leaves``). Each stage records in ``stages.json`` the digest of its inputs and the
-digests of its upstream stages at the time it ran. For a configuration ``cfg`` a recorded stage is
+it writes (``outputs``), of which those a finished stage must leave (``leaves``). Each stage
+records in ``stages.json`` the digest of its inputs and the digests of its upstream stages at the
+time it ran. For a configuration ``cfg`` a recorded stage is
 
 - **done** when its digest is ``cfg``'s, the stages it builds on are still the ones it used and
   what it leaves is there: rerunning the same command skips it (a stage whose result was removed,

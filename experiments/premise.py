@@ -180,6 +180,11 @@ def mean_se(xs: list[float]) -> tuple[float, float]:
     return m, se
 
 
+def accuracies(results: dict[str, dict], prefix: str, suffix: str) -> list[float]:
+    """The accuracies of one expert's conditions named ``prefix…suffix`` (the draws of one arm)."""
+    return [v["accuracy"] for k, v in results.items() if k.startswith(prefix) and k.endswith(suffix)]
+
+
 def tables(per_run: dict[str, dict[str, dict]], fractions: list[float], noise_selections: list[str]) -> str:
     """The markdown tables of the module docstring from every run's accuracies."""
     runs = list(per_run)
@@ -189,7 +194,7 @@ def tables(per_run: dict[str, dict[str, dict]], fractions: list[float], noise_se
         return per_run[run][key]["accuracy"]
 
     def draws(run: str, prefix: str, suffix: str) -> list[float]:
-        return [v["accuracy"] for k, v in per_run[run].items() if k.startswith(prefix) and k.endswith(suffix)]
+        return accuracies(per_run[run], prefix, suffix)
 
     def cell(xs: list[float]) -> str:
         m, se = mean_se(xs)
@@ -257,9 +262,7 @@ def plot(per_run: dict[str, dict[str, dict]], fractions: list[float], path: Path
             xs = [i + (j - 0.5) * 0.38 for i in range(len(names))]
             ax.bar(xs, [100 * m for m, _ in stats], 0.38, yerr=[100 * (0 if math.isnan(e) else e) for _, e in stats],
                    color=colour, alpha=0.8, label=f"{mode} {'on S' if mode == 'reset' else 'only S'}")
-            rand = [sum(v["accuracy"] for k, v in per_run[r].items() if k.startswith(f"{mode}:random")
-                        and k.endswith(f"@{f}")) / max(1, sum(k.startswith(f"{mode}:random") and k.endswith(f"@{f}")
-                                                            for k in per_run[r])) for r in runs]
+            rand = [sum(d) / len(d) for d in (accuracies(per_run[r], f"{mode}:random", f"@{f}") for r in runs)]
             m, se = mean_se(rand)
             se = 0 if math.isnan(se) else se
             ax.axhspan(100 * (m - se), 100 * (m + se), color=colour, alpha=0.15)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# E3, the paper's regime: a skill the base model already partly has, facts in their own frame.
+#
+#   bash experiments/regime.sh [OUT] [SEED ...]      (default: runs/e3, seeds 0 1 2)
+#
+# `python experiments/regime.py` measured the base on every named task in three prompt forms; on
+# SmolLM2-135M-Instruct chain_sum_2 (two 1-2 digit terms, + and -) three-shot is one it partly has
+# (36 ± 5 % on 100 validation questions). The skill files put the same three solved training items
+# in front of every prompt (`regime.py --shots 3`); the facts are E2's setting B (`Trivia: …\nReply:`,
+# no birth years, 67 people), so skill and facts share neither a frame nor an answer format.
+# Each seed trains its own SVF expert at the demo's settings, then runs lora, palora (the paper's
+# probe) and act-protect at the demo's budget; report.json has base, expert and each method.
+# The seeds run at once, one thread each (on two cores, three seeds at once end sooner than two
+# then one).
+set -euo pipefail
+out=${1:-runs/e3}; shift || true
+seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
+palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
+python=${PYTHON:-python}
+mkdir -p "$out"
+[ -d "$out/data-cs" ] || $palora data --config demo --out "$out/data-cs" --quiet \
+  --set data_gen.skill_task=chain_sum_2 --set 'data_gen.fact_question="Trivia: {q}\nReply:"' \
+  --set 'data_gen.attributes=[birth_city,employer,profession]' --set data_gen.n_people=67
+[ -d "$out/data-cs3" ] || $python experiments/regime.py --shots 3 --data "$out/data-cs" --out "$out/data-cs3"
+data="$out/data-cs3"
+one() {
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $palora run --config demo --seed "$1" --out "$out/seed$1" --quiet \
+    --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
+    --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
+    --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect \
+    > "$out/seed$1.log" 2>&1 && echo "$out/seed$1: done"
+}
+for seed in "${seeds[@]}"; do one "$seed" & done
+wait

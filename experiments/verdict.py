@@ -1,0 +1,121 @@
+"""One row of the verdict table per setting: each method's retention and recall over seeds.
+
+    python experiments/verdict.py --setting "E3=runs/e3/seed0,runs/e3/seed1,runs/e3/seed2" \
+        [--setting NAME=DIRS ...] [--json verdict.json]
+
+Each run directory holds the ``report.json`` of ``palora run`` (test splits): base, expert and
+every injected method of one seed. Per method and setting, over the seeds (mean ± standard error
+of the mean, ``std / √n``; one seed: ± the binomial standard error of its test number):
+
+* retention = skill after / the expert's (of the same seed);
+* gain retention = (after − base) / (expert − base), the share of the expert's gain kept (the
+  paper's regime, where the base already has part of the skill);
+* recall = new facts recalled (unseen question templates, greedy generation);
+* capitals = known capitals still answered / the expert's.
+
+The cell's verdict is on the paper's claim, ≥ 95 % retention at competitive recall: "holds" when
+the mean retention is ≥ 95 % and the mean recall at least 80 % of plain LoRA's at the same rate
+and steps; otherwise the axis that fails ("retention", or "recall"). The paired recall
+difference to LoRA is printed with its standard error beside it. At one rate per method the
+comparison is at the same budget, not at matched recall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def mean_se(xs: list[float], one_seed_se: float) -> tuple[float, float]:
+    """Mean and its standard error over ``xs``; one value: ``one_seed_se`` (its binomial one)."""
+    m = sum(xs) / len(xs)
+    if len(xs) == 1:
+        return m, one_seed_se
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def seed_rows(run: Path) -> dict[str, dict]:
+    report = json.loads((run / "report.json").read_text())
+    return {row["name"]: row for row in report["rows"]}
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def seed_metrics(rows: dict[str, dict], m: str) -> dict[str, tuple[float, float]]:
+    """One seed's metrics of method ``m``, each with its binomial standard error."""
+    base, expert, row = rows["base"], rows["expert"], rows[m]
+    acc, se = row["skill_accuracy"], row["skill_stderr"]
+    gain = expert["skill_accuracy"] - base["skill_accuracy"]
+    out = {"skill": (acc, se), "retention": (_ratio(acc, expert["skill_accuracy"]), _ratio(se, expert["skill_accuracy"])),
+           "gain": (_ratio(acc - base["skill_accuracy"], gain), _ratio(se, gain)),
+           "recall": (row["knowledge_recall"], row["knowledge_stderr"])}
+    if row.get("known_recall") is not None and expert.get("known_recall"):
+        out["capitals"] = (row["known_recall"] / expert["known_recall"], row["known_stderr"] / expert["known_recall"])
+    if "lora" in rows and m not in ("base", "expert", "lora"):
+        lora = rows["lora"]
+        out["recall_gap"] = (row["knowledge_recall"] - lora["knowledge_recall"],
+                             math.hypot(row["knowledge_stderr"], lora["knowledge_stderr"]))
+        out["recall_ratio"] = (_ratio(row["knowledge_recall"], lora["knowledge_recall"]), math.nan)
+    return out
+
+
+def setting_table(runs: list[Path]) -> dict[str, dict]:
+    """``{method: {metric: (mean, se)}}`` over the runs (seeds) of one setting."""
+    per_seed = [seed_rows(r) for r in runs]
+    methods = [m for m in per_seed[0] if all(m in rows for rows in per_seed)]
+    out: dict[str, dict] = {}
+    for m in methods:
+        seeds = [seed_metrics(rows, m) for rows in per_seed]
+        stats: dict = {"seeds": len(seeds)}
+        for key in seeds[0]:
+            stats[key] = mean_se([s[key][0] for s in seeds], seeds[0][key][1])
+        if "recall_gap" in stats and "lora" in per_seed[0]:
+            recall = sum(rows["lora"]["knowledge_recall"] for rows in per_seed) / len(per_seed)
+            stats["recall_ratio"] = (_ratio(stats["recall"][0], recall), math.nan)
+        out[m] = stats
+    return out
+
+
+def verdict(stats: dict) -> str:
+    """``holds``, or the axis that fails: ``retention`` (< 95 %), ``recall`` (< 80 % of LoRA's)."""
+    if stats["retention"][0] < 0.95:
+        return "retention"
+    if stats["recall_ratio"][0] < 0.8:
+        return "recall"
+    return "holds"
+
+
+def pct(v: tuple[float, float]) -> str:
+    return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--setting", action="append", required=True, metavar="NAME=DIR,DIR,...")
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args()
+    tables = {}
+    for spec in args.setting:
+        name, _, dirs = spec.partition("=")
+        tables[name] = setting_table([Path(d) for d in dirs.split(",")])
+    print("| setting | method | seeds | skill % | retention % | gain retention % | recall % | recall − LoRA's | "
+          "capitals kept % | paper's claim |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, table in tables.items():
+        for m, s in table.items():
+            if m == "base":
+                continue
+            gap = pct(s["recall_gap"]) if "recall_gap" in s else "–"
+            claim = verdict(s) if "recall_gap" in s else "–"
+            print(f"| {name} | {m} | {s['seeds']} | {pct(s['skill'])} | {pct(s['retention'])} | {pct(s['gain'])} | "
+                  f"{pct(s['recall'])} | {gap} | {pct(s['capitals']) if 'capitals' in s else '–'} | {claim} |")
+    if args.json:
+        args.json.write_text(json.dumps(tables, indent=1))
+
+
+if __name__ == "__main__":
+    main()

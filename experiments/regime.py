@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -42,9 +41,8 @@ from palora.io.models import load_model_and_tokenizer
 FORMS = ("plain", "chat", "3-shot")
 
 
-def examples(task: str, n: int, form: str) -> list[EvalExample]:
-    """``n`` validation questions of ``task`` (data seed 0) in prompt form ``form``."""
-    splits = skill_splits(SKILL_TASKS[task], n_train=3, n_val=n, n_test=1, seed=0)
+def examples(splits: dict[str, list[dict]], form: str) -> list[EvalExample]:
+    """The validation questions of ``splits`` (:func:`skill_splits`) in prompt form ``form``."""
     lead = shot_lead(splits["train"], 3) if form == "3-shot" else ""
     return [EvalExample(prompt=lead + line["prompt"], answer=line["answer"]) for line in splits["val"]]
 
@@ -89,23 +87,20 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         checker = SKILL_TASKS[task].checker
+        splits = skill_splits(SKILL_TASKS[task], n_train=3, n_val=args.n, n_test=1, seed=0)
         for form in FORMS:
-            result = evaluate(model, tokenizer, examples(task, args.n, form), checker,
+            result = evaluate(model, tokenizer, examples(splits, form), checker,
                               chat_template=form == "chat", max_new_tokens=12, batch_size=25,
                               desc=f"{task} {form}", progress=False)
-            rows.append({"task": task, "form": form, "accuracy": result.accuracy, "n": result.n,
-                         "outputs": result.outputs[:5]})
+            rows.append({"task": task, "form": form, "accuracy": result.accuracy, "stderr": result.stderr,
+                         "n": result.n, "outputs": result.outputs[:5]})
             print(f"{task:22s} {form:7s} {100 * result.accuracy:5.1f} ± {100 * result.stderr:4.1f} %  "
                   f"e.g. {result.outputs[0]!r}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "n": args.n, "rows": rows}, indent=1))
     print(f"\n| task | {' | '.join(FORMS)} |\n|---|{'---|' * len(FORMS)}")
     for task in args.tasks.split(","):
-        cells = []
-        for form in FORMS:
-            r = next(r for r in rows if r["task"] == task and r["form"] == form)
-            se = math.sqrt(r["accuracy"] * (1 - r["accuracy"]) / r["n"])
-            cells.append(f"{100 * r['accuracy']:.1f} ± {100 * se:.1f}")
+        cells = [f"{100 * r['accuracy']:.1f} ± {100 * r['stderr']:.1f}" for r in rows if r["task"] == task]
         print(f"| {task} | {' | '.join(cells)} |")
 
 

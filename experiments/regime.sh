@@ -7,8 +7,9 @@
 # SmolLM2-135M-Instruct chain_sum_2 (two 1-2 digit terms, + and -) three-shot is one it partly has
 # (36 ± 5 % on 100 validation questions drawn beside 3 training items; on this script's test
 # split, which excludes all 2,000 training questions and with them most small sums, 15.4 %).
-# The skill files put the same three solved training items in front of every prompt (`regime.py --shots 3`); the facts are E2's setting B (`Trivia: …\nReply:`,
-# no birth years, 67 people), so skill and facts share neither a frame nor an answer format.
+# The skill files put the same three solved training items in front of every prompt
+# (`regime.py --shots 3`); the facts are E2's setting B (`Trivia: …\nReply:`, no birth years,
+# 67 people), so skill and facts share neither a frame nor an answer format.
 # Each seed trains its own SVF expert at the demo's settings, then runs lora, palora (the paper's
 # probe) and act-protect at the demo's budget; report.json has base, expert and each method.
 # The seeds run at once, one thread each (on two cores, three seeds at once end sooner than two

@@ -463,3 +463,24 @@ def test_run_refuses_a_bad_eval_file_before_training(world: World, tmp_path: Pat
     code, o, err = run_cli(capsys, argv)
     assert_one_line_error(code, o, err, "run", f"{bad}:1: numeric checker")
     assert not (out / "svf_expert.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "eval-format", "missing"])
+def test_run_refuses_bad_keep_data_before_training(world: World, tmp_path: Path, capsys, kind):
+    """What the model must keep (``--keep-data``): an empty file, known facts in the evaluation format
+    (``{prompt, answer}``, no completion) or no file at all is one line naming the file, before any stage."""
+    p, d = world.paths, tmp_path / "in"
+    d.mkdir()
+    bad = d / "keep.jsonl"
+    expect = {"empty": "no examples", "eval-format": "keep.jsonl:1", "missing": "file not found"}[kind]
+    if kind == "empty":
+        bad.write_text("", encoding="utf-8")
+    elif kind == "eval-format":
+        write_jsonl(bad, [{"prompt": "The capital of France is", "answer": "Paris"}])
+    out = tmp_path / "run"
+    argv = ["run", "--model", p["m"], "--skill-train", p["skill_train"], "--skill-eval", p["skill_eval"],
+            "--knowledge-train", p["knowledge_train"], "--knowledge-eval", p["knowledge_eval"], "--out", str(out),
+            "--keep-data", f"{p['skill_train']},{bad}", *FAST, "--set", "inject.methods=[act-protect]"]
+    code, o, err = run_cli(capsys, argv)
+    assert_one_line_error(code, o, err, "run", str(bad), expect)
+    assert not (out / "svf_expert.safetensors").exists()

@@ -58,6 +58,6 @@ def test_the_bare_package_installs_and_runs(tmp_path):
                            "inject.train.batch_size=4", "inject.rank=4", "eval.limit=2", "eval.max_new_tokens=2",
                            "probe.stat_batches=1", "probe.stat_batch_size=4") for x in ("--set", key)]
     run(venv / "bin" / "palora", "run", "--model", model, *[x for kv in files.items() for x in kv], "--out", out,
-        "--methods", ",".join(FOR_EXPERT), *small, "--quiet", cwd=tmp_path)
+        "--methods", ",".join(FOR_EXPERT), "--keep-data", files["--skill-train"], *small, "--quiet", cwd=tmp_path)
     rows = json.loads((out / "report.json").read_text())["rows"]
     assert [r["name"] for r in rows] == ["base", "expert", *FOR_EXPERT]

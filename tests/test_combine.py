@@ -225,3 +225,48 @@ def test_skill_data_enters_the_probe_digest_only_when_set(two_experts):
         resolve(None, [f"probe.skill_data=[{minus},x.jsonl]", "probe.combine_weights=[1,1,1]",
                        "probe.combine=weighted"])
     resolve(None, [f"probe.skill_data=[{minus},x.jsonl]", "probe.combine_weights=[1,1]", "probe.combine=weighted"])
+
+
+# ----------------------------------------------------------------------------- what else the model keeps
+
+
+def test_keep_data_joins_the_activation_probe_within_its_budget(two_experts, tmp_path):
+    """``--keep-data``: the activation probe also picks the kept text's top input directions, with
+    ``keep_share`` of the budget (equal parts) and the skill the rest; the skill's own directions
+    at its share lie in the union; the singular probe ignores the kept data, file and digest."""
+    general = write_jsonl(tmp_path / "general.jsonl", [{"text": f"The history of place {i} is long and old."}
+                                                         for i in range(12)])
+    known = write_jsonl(tmp_path / "known.jsonl", [{"prompt": f"The capital of land {i} is", "completion": " Quell"}
+                                                    for i in range(12)])
+    settings = ["--set", "probe.fraction=0.5", "--set", "probe.stat_batches=2", "--set", "probe.keep_share=0.5"]
+    skill_alone = own_probe(two_experts["a"], tmp_path, "activation", "--methods", "act-protect", *settings[2:4],
+                            "--set", "probe.fraction=0.25")  # (combine stays union: kept data share one budget anyway)
+    out = tmp_path / "kept"
+    shutil.copytree(two_experts["a"], out)
+    assert main(["probe", "--out", str(out), "--methods", "act-protect,palora", "--keep-data", f"{general},{known}",
+                 *settings, "--quiet"]) == 0
+    united, meta = groups(out / SUBSPACE["activation"])
+    experts = json.loads(meta["experts"])
+    assert [e["skill_train"] for e in experts][1:] == [general, known]
+    assert [e["rule"] for e in experts] == ["fraction=0.25", "fraction=0.125", "fraction=0.125"]
+    for name, g in united.items():
+        assert orthonormality_error(g["V"]) < TINY
+        assert residual(g["V"], skill_alone[name]["V"]) < TINY
+        assert g["V"].shape[1] <= math.ceil(0.5 * g["V"].shape[0]) + 2  # one probe's budget (rounding per part)
+    (tmp_path / "singular").mkdir()
+    plain = own_probe(two_experts["a"], tmp_path / "singular", "singular", "--methods", "palora",
+                      "--set", "probe.fraction=0.5")
+    singular, meta = groups(out / SUBSPACE["singular"])
+    assert "experts" not in meta or meta["experts"] in ("", "null")
+    for name, g in singular.items():
+        assert g["indices"].tolist() == plain[name]["indices"].tolist()
+    base = resolve(None, [])
+    kept = resolve(None, [f"probe.keep_data=[{general}]"])
+    assert digest(kept, "probe") == digest(base, "probe")  # the singular probe's
+    assert digest(kept, "probe:activation") != digest(base, "probe:activation")
+    assert digest(resolve(None, ["probe.keep_data=[]", "probe.keep_share=0.3"]), "probe:activation") == \
+        digest(base, "probe:activation")
+    with pytest.raises(ConfigError, match="keep_share"):
+        resolve(None, ["probe.keep_share=1"])
+    with pytest.raises(ConfigError, match="threshold"):
+        resolve(None, [f"probe.keep_data=[{general}]", "probe.rule=threshold"])

@@ -58,9 +58,11 @@ def compared(tmp_path_factory) -> tuple[Path, Path, list[str]]:
         "knowledge_eval": write_jsonl(d / "facts_test.jsonl", facts[::-1]),
         "known_eval": write_jsonl(d / "known.jsonl", [{"prompt": "The capital of France is", "answer": "Paris"}]),
     }
+    keep = write_jsonl(d / "keep.jsonl", [{"text": "The history of Paris is long."},
+                                         {"prompt": "The capital of Italy is", "completion": " Rome"}])
     out = root / "cmp"
     argv = ["compare", "--model", str(model), "--out", str(out), "--config", "compare", *FAST,
-            *[x for k, v in files.items() for x in ("--set", f"data.{k}={v}")]]
+            *[x for k, v in files.items() for x in ("--set", f"data.{k}={v}")], "--set", f"probe.keep_data=[{keep}]"]
     assert main(argv) == 0
     return out, model, argv
 

@@ -15,12 +15,16 @@ from palora.datasets import (
     SkillTask,
     biography_splits,
     candidate_capitals,
+    candidate_facts,
     known_facts,
     make_people,
     skill_splits,
 )
 from palora.datasets import biographies as bio
+from palora.datasets.general_text import OPENINGS, general_lines
+from palora.datasets.known_facts import protect_lines, split_known
 from palora.errors import ConfigError, DataError
+from palora.evaluation import sample
 from palora.io.data import load_eval, load_train
 from palora.stages.data import FILES, keep_known, write_demo_data
 from tiny import make_tiny_model
@@ -159,8 +163,9 @@ def test_no_collision_between_fictional_people_and_countries():
     words = _country_words()
     for person in make_people(bio.MAX_PEOPLE, seed=0):
         assert not set(normalize(person["name"]).split()) & words, person["name"]
-    capitals = {normalize(n) for it in candidate_capitals() for n in (it["answer"], *it["aliases"])}
-    assert not {normalize(c) for c in bio.CITIES} & capitals  # a birth city is never a known answer
+    known = {normalize(n) for it in candidate_facts() for n in (it["answer"], *it["aliases"])}
+    injected = {normalize(v) for v in (*bio.CITIES, *bio.PROFESSIONS)}
+    assert not injected & known  # a birth city or a profession is never a known answer
 
 
 def test_candidate_capitals():
@@ -173,6 +178,53 @@ def test_candidate_capitals():
         assert check_contains(f" {it['answer']}.", it["answer"], it["aliases"])
     brazil = next(it for it in items if it["country"] == "Brazil")
     assert brazil["answer"] == "Brasília" and "Brasilia" in brazil["aliases"]
+
+
+def test_candidate_facts_cover_every_relation_once_per_country():
+    items = candidate_facts()
+    by_relation = {r: [it for it in items if it["relation"] == r] for r in known_facts.RELATIONS}
+    for relation, rows in by_relation.items():
+        assert len(rows) >= 200, relation
+        assert len({it["country"] for it in rows}) == len(rows)
+        prompt = known_facts.PROMPT if relation == "capital" else known_facts.PROMPTS[relation]
+        for it in rows:
+            assert it["prompt"] == prompt.format(country=it["country"])
+            assert check_contains(f" {it['answer']}.", it["answer"], it["aliases"])
+    france = {it["relation"]: it for it in items if it["country"] == "France"}
+    assert france["currency"]["answer"] == "Euro" and france["language"]["answer"] == "French"
+    assert france["demonym"]["answer"] == "French" and france["capital"]["answer"] == "Paris"
+    japan = next(it for it in by_relation["currency"] if it["country"] == "Japan")
+    assert check_contains(" the yen.", japan["answer"], japan["aliases"])  # the unit alone is an alias
+    assert candidate_facts(("capital",)) == candidate_capitals()
+
+
+def test_split_known_is_by_country_disjoint_and_seeded(tmp_path):
+    items = candidate_facts()
+    protect, held = split_known(items, 0.4, seed=0)
+    assert len(protect) + len(held) == len(items)
+    assert not {it["country"] for it in protect} & {it["country"] for it in held}
+    countries = {it["country"] for it in items}
+    assert len({it["country"] for it in protect}) == int(0.4 * len(countries))
+    assert split_known(items, 0.4, seed=0) == (protect, held)
+    assert split_known(items, 0.4, seed=1)[0] != protect
+    assert split_known(items, 0.0, seed=0) == ([], list(items))
+    path = tmp_path / "protect.jsonl"  # the protect part loads as training lines: prompt, then its answer
+    path.write_text("".join(json.dumps(r) + "\n" for r in protect_lines(protect)), encoding="utf-8")
+    assert [ex.prompt + ex.completion for ex in load_train(path)] == [f"{it['prompt']} {it['answer']}" for it in protect]
+
+
+def test_general_text_is_sampled_from_every_opening_and_seeded():
+    tokenizer = make_tiny_tokenizer()
+    model = make_tiny_model("llama", vocab_size=len(tokenizer))
+    texts = sample(model, tokenizer, OPENINGS, per_prompt=2, seed=0, max_new_tokens=4)
+    assert len(texts) == 2 * len(OPENINGS)
+    assert sample(model, tokenizer, OPENINGS, per_prompt=2, seed=0, max_new_tokens=4) == texts
+    assert sample(model, tokenizer, OPENINGS, per_prompt=2, seed=1, max_new_tokens=4) != texts
+    assert sample(model, tokenizer, OPENINGS, per_prompt=0, seed=0, max_new_tokens=4) == []
+    lines = general_lines(texts, 2)
+    assert 0 < len(lines) <= len(texts)
+    for i, line in enumerate(general_lines([f" x{i}" for i in range(2 * len(OPENINGS))], 2)):
+        assert line["text"] == f"{OPENINGS[i // 2]} x{i}"  # each opening's continuations, in order
 
 
 def test_keep_known_runs_on_a_tiny_model():
@@ -195,9 +247,14 @@ def test_write_demo_data(tmp_path):
         data = paths[name].read_bytes()
         entry = manifest["files"][f"{name}.jsonl"]
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-        assert entry["lines"] == len(data.splitlines()) > 0
+        assert entry["lines"] == len(data.splitlines()) > (-1 if name == "general" else 0)
     assert manifest["seed"] == 0 and manifest["skill_task"]["dataset"] == "basic_arithmetic"
     assert manifest["known_facts"]["filtered_by_model"] is False
+    assert manifest["general"] == {"lines": 0, "sampled_by_model": False}  # no model: no text of its own
+    known = manifest["known_facts"]
+    assert known["protect"] + known["held_out"] == known["kept"] == known["candidates"]
+    assert known["held_out"] >= 150
+    load_train(paths["known_protect"])
     # every file loads through the same readers user data goes through
     for name in ("skill_train", "knowledge_train"):
         load_train(paths[name])
@@ -209,7 +266,7 @@ def test_write_demo_data(tmp_path):
     other = write_demo_data(tmp_path / "c", DataSpec(**SMALL, seed=1), progress=False)
     for name in (*FILES, "manifest"):
         assert paths[name].read_bytes() == same[name].read_bytes()
-    for name in FILES[:-1]:  # known_facts does not depend on the seed
+    for name in FILES[:-1]:  # (no general text without a model)
         assert paths[name].read_bytes() != other[name].read_bytes(), name
 
 
@@ -241,9 +298,9 @@ def test_another_fact_question_frames_every_question_and_nothing_else():
 
 
 def test_known_prompt_is_used(tmp_path):
-    spec = DataSpec(**SMALL, known_prompt="The capital of {country} is")
+    spec = DataSpec(**SMALL, known_prompt="Capital city of {country}:", known_relations=["capital"])
     paths = write_demo_data(tmp_path, spec, progress=False)
-    assert all(ex.prompt.startswith("The capital of ") for ex in load_eval(paths["known_facts"]))
+    assert all(ex.prompt.startswith("Capital city of ") for ex in load_eval(paths["known_facts"]))
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ LEVELS = {
     "config": 2, "methods": 2,
     "io": 3,
     "training": 4, "evaluation": 4,
-    "protection": 5, "injection": 5,
+    "protection": 5, "injection": 5, "replay": 5,
     "report": 6, "integrations": 6,
     "stages": 7,
     "compare": 8,

@@ -56,7 +56,7 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
         "--set", "data_gen.n_skill_train=64", "--set", "data_gen.n_skill_val=8", "--set", "data_gen.n_skill_test=16",
         "--set", "data_gen.n_people=6", "--set", "svf.train.steps=2", "--set", "inject.train.steps=2",
         "--set", "svf.train.batch_size=4", "--set", "inject.train.batch_size=4", "--set", "probe.stat_batches=2",
-        "--set", "eval.limit=8", "--set", "eval.max_new_tokens=6",
+        "--set", "eval.limit=8", "--set", "eval.max_new_tokens=6", "--set", "data_gen.general_per_opening=2",
     ])
     assert code == 0
     printed = capsys.readouterr().out
@@ -70,7 +70,15 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     manifest = json.loads((out / "data" / "manifest.json").read_text())
     kept = manifest["known_facts"]["kept"]
     assert 0 < kept < manifest["known_facts"]["candidates"] and manifest["known_facts"]["filtered_by_model"]
-    assert len((out / "data" / "known_facts.jsonl").read_text().splitlines()) == kept
+    known = manifest["known_facts"]
+    assert len((out / "data" / "known_facts.jsonl").read_text().splitlines()) == known["held_out"]
+    assert len((out / "data" / "known_protect.jsonl").read_text().splitlines()) == known["protect"]
+    assert known["held_out"] + known["protect"] == kept and known["held_out"] >= 150  # SmolLM2 knows enough
+    assert manifest["general"]["lines"] == len((out / "data" / "general.jsonl").read_text().splitlines()) > 0
+    # act-protect kept off the skill's, the general text's and the protect split's directions, in one budget
+    experts = json.loads((out / "probe_stats-activation.json").read_text())["experts"]
+    assert [Path(e["data"]).name for e in experts] == ["skill_train.jsonl", "general.jsonl", "known_protect.jsonl"]
+    assert [e["fraction"] for e in experts] == pytest.approx([0.25, 0.125, 0.125], abs=0.01)
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert set(rows) == {"base", "expert", "act-protect", "lora"}

@@ -19,13 +19,15 @@ from palora.methods.registry import COMPARE_ONLY as COMPARE_ONLY_METHODS
 from test_cli import FAST, data  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 
-METHODS = ("lora", "palora-in", "protect-top", "protect-random", "act-protect", "olora-penalty", "mica", "lora-intruders")
+METHODS = ("lora", "palora-in", "protect-top", "protect-random", "act-protect", "olora-penalty", "mica", "lora-intruders",
+           "lora-replay")
 
 
 def run_argv(model: Path, data: dict[str, str], out: Path, methods: str) -> list[str]:  # noqa: F811
     return ["run", "--model", str(model), "--skill-train", data["skill_train"], "--skill-eval", data["skill_eval"],
             "--knowledge-train", data["knowledge_train"], "--knowledge-eval", data["knowledge_eval"],
-            "--out", str(out), "--methods", methods, "--seed", "0", *FAST, "--set", "probe.fraction=0.5"]
+            "--out", str(out), "--methods", methods, "--seed", "0", *FAST, "--set", "probe.fraction=0.5",
+            "--keep-data", data["skill_train"]]  # what lora-replay replays
 
 
 @pytest.fixture(scope="module")

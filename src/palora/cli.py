@@ -121,9 +121,11 @@ def configure(args: argparse.Namespace) -> RunConfig:
     flags["out"] = flags.get("out") or verb.out
     config_file = config_path(args.config) if args.config else None
     if verb.demo_data == "always" or (verb.demo_data == "with the shipped config" and config_file is None):
-        from .stages.data import data_files  # the demo's data sets, written into <out>/data/
+        from .stages.data import data_files, keep_override  # the demo's data sets, written into <out>/data/
 
         flags.update(data_files(Path(flags["out"]) / "data"))
+        if verb.keep_data:  # before the user's --set, which may undo it
+            args.overrides = [keep_override(Path(flags["out"]) / "data"), *args.overrides]
     if config_file is None and verb.config:
         config_file = SHIPPED_CONFIGS / f"{verb.config}.yaml"
     elif config_file is None and verb.continues:  # continue the run found in --out (or the default one)

@@ -38,6 +38,8 @@ FLAGS: dict[str, tuple[str, str, str]] = {
                      "base model, protected together with this run's (probe.combine: union or weighted)"),
     "--probe-data": ("probe.skill_data", "FILES", "comma-separated JSONL files of several skills this run's expert "
                      "was trained on: each probed, the selections united (probe.combine)"),
+    "--keep-data": ("probe.keep_data", "FILES", "comma-separated JSONL files of what the model already knows and must "
+                    "keep (general text, known facts): act-protect also keeps its update off their input directions"),
     "--protect-adapter": ("inject.protect_adapter", "DIR", "an earlier round's adapter for this expert: start from it "
                           "merged and keep the new update off its column and row spaces"),
 }
@@ -70,6 +72,8 @@ class Verb:
     out: str | None = None  # --out when not given
     #: point the data files into <out>/data/ (the demo's data): always, or only with the shipped config
     demo_data: Literal["always", "with the shipped config"] | None = None
+    #: with demo_data: probe.keep_data names the demo's general text and known-fact protect split
+    keep_data: bool = False
     continues: bool = False  # a stage verb: without --config, continue the run found in --out
     prints: Callable[[Any, Any], str] | None = None
     #: flags that mean another key for this verb than in FLAGS
@@ -93,18 +97,20 @@ class Verb:
 
 
 VERBS: dict[str, Verb] = {v.name: v for v in (
-    Verb("data", "write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, capitals "
-         "the model already knows) and a manifest into --out", ("--model", "--out"),
+    Verb("data", "write the demo's data sets as JSONL (reasoning-gym skill splits, fictional biographies, facts "
+         "the model already knows split into a protect part and a held-out part, general text it samples itself) "
+         "and a manifest into --out", ("--model", "--out"),
          "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval")),
-    Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect and plain LoRA under one budget, "
+    Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect (kept off the skill's, the general "
+         "text's and the protect split of known facts' input directions) and plain LoRA under one budget, "
          "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
          "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
          ("--out", "--seed"), "palora demo --out runs/demo --seed 1", ".stages.pipeline:run_demo",
-         config="demo", out="runs/demo", demo_data="always", prints=_print_report,
+         config="demo", out="runs/demo", demo_data="always", keep_data=True, prints=_print_report,
          sections=("model", "data", "data_gen", "svf", "probe", "inject", "eval", "log")),
     Verb("run", "every stage: SVF expert, probe, injection with each method, evaluation, report",
          ("--model", "--skill-train", "--skill-eval", "--knowledge-train", "--knowledge-eval", "--out", "--methods",
-          "--seed", "--lm-eval"),
+          "--seed", "--lm-eval", "--keep-data"),
          f"palora run --model smollm2-135m-instruct \\\n      {DATA_FILES} \\\n      --out runs/my-run "
          f"--methods act-protect,{PAPER},lora --set svf.train.steps=50",
          ".stages.pipeline:run_all", sections=("model", "data", "svf", "probe", "inject", "eval", "log"),
@@ -115,7 +121,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          ".stages.svf:run_svf", sections=("model", "data", "svf", "log"), continues=True),
     Verb("probe", "stage 2: the protected subspaces of the expert, one per basis the methods read (the paper's "
          "singular components: subspace.safetensors; the skill's input covariance: subspace-activation.safetensors)",
-         ("--out", "--methods", "--probe-data", "--extra-runs"),
+         ("--out", "--methods", "--probe-data", "--keep-data", "--extra-runs"),
          f"palora probe --out runs/my-run --methods {PAPER} --set probe.score=fisher --set probe.fraction=0.5",
          ".stages.probe:run_probe", sections=("model", "data", "probe"), continues=True),
     Verb("inject", "stage 3: inject the facts with each method (methods/<method>/adapter, merged_model)",
@@ -134,6 +140,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          "rerun to continue", ("--model", "--out", "--methods"),
          "palora compare --out runs/compare --methods svf,lora,act-protect,palora --set compare.seeds=[0,1]",
          ".compare.run:run_compare", config="compare", out="runs/compare", demo_data="with the shipped config",
+         keep_data=True,
          prints=_print_comparison,
          flag_meanings={"--methods": ("compare.methods", "LIST", f"comma-separated methods to compare (default: "
                                       f"all): {','.join(METHODS)}")}),

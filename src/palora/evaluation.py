@@ -1,5 +1,6 @@
 """Batched greedy generation and the accuracy of a model on evaluation sets (the one evaluation
-path: the eval stage and ``palora compare`` score models through :func:`evaluate_sets`).
+path: the eval stage and ``palora compare`` score models through :func:`evaluate_sets`), and
+seeded sampling (:func:`sample`: the text the demo's base model writes itself).
 
 ``accuracy = (1/n) * sum_i check(output_i, answer_i, aliases_i)`` over the first ``n`` examples,
 with the binomial standard error ``sqrt(p (1 - p) / n)``. ``retention = after / expert``: the
@@ -33,7 +34,7 @@ from .io.data import EvalExample, format_prompt, load_eval
 
 
 @contextmanager
-def _generation_mode(model: Any, tokenizer: Any) -> Iterator[None]:
+def generation_mode(model: Any, tokenizer: Any) -> Iterator[None]:
     """Left padding (and eos as pad when there is no pad token) and eval mode, restored after."""
     padding_side, pad_token, training = tokenizer.padding_side, tokenizer.pad_token, model.training
     tokenizer.padding_side = "left"
@@ -83,7 +84,7 @@ def generate(
     lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     outputs: list[str] = [""] * len(prompts)
-    with _generation_mode(model, tokenizer), torch.inference_mode():
+    with generation_mode(model, tokenizer), torch.inference_mode():
         # Options go as keyword arguments, not as a GenerationConfig: transformers merges the
         # model's own generation_config into a passed config and then warns about the sampling
         # settings (temperature, top_p, ...) a released model ships with; keyword arguments win
@@ -106,6 +107,22 @@ def generate(
             for i, text in zip(index, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 outputs[i] = text
     return outputs
+
+
+def sample(model: Any, tokenizer: Any, prompts: Sequence[str], per_prompt: int, seed: int, max_new_tokens: int,
+           top_p: float = 0.95) -> list[str]:
+    """``per_prompt`` sampled continuations of every prompt (nucleus sampling at temperature 1,
+    ``torch.manual_seed(seed)`` first), new tokens only, prompt by prompt, all in one left-padded
+    batch: the same model, seed and machine give the same texts."""
+    if per_prompt <= 0 or not prompts:
+        return []
+    torch.manual_seed(seed)
+    with generation_mode(model, tokenizer), torch.inference_mode():
+        inputs = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
+        out = model.generate(**inputs, do_sample=True, top_p=top_p, temperature=1.0, top_k=0,
+                             max_new_tokens=max_new_tokens, num_return_sequences=per_prompt,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids(model, tokenizer))
+    return tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @dataclass

@@ -10,10 +10,11 @@ is probed on the SVF expert of a run with the run's ``probe.*`` rule:
 - ``activation`` (:func:`palora.core.covariance.activation_subspaces`): per matrix the top
   eigenvectors of the skill's input covariance through the merged expert.
 
-With ``probe.skill_data`` the expert is probed once per skill's data, with ``probe.extra_runs`` the
-experts of other runs of the same base model too (each with its own skill data); the selections
-are united by ``probe.combine`` (:mod:`palora.core.combine`), a weighted union splitting one
-probe's budget among them.
+With ``probe.skill_data`` the expert is probed once per skill's data, with ``probe.keep_data``
+(activation basis) once per file of what else the model must keep (general text, known facts),
+with ``probe.extra_runs`` the experts of other runs of the same base model too (each with its own
+skill data); the selections are united by ``probe.combine`` (:mod:`palora.core.combine`), a
+weighted union splitting one probe's budget among them (always so with kept data).
 
 **A method's protected set** (:func:`skill_subspaces`): the probe of its basis, or for ``top`` /
 ``random`` as many components per matrix as the singular probe picks, the principal or random
@@ -125,14 +126,33 @@ def probe_expert(cfg: RunConfig, rd: RunDir, basis: str, base: nn.Module, base_f
     return Probed(subspaces, stats, base_fp, meta.get("expert_fingerprint", ""))
 
 
-def selections(cfg: RunConfig, rd: RunDir) -> list[tuple[RunConfig, RunDir]]:
-    """``(settings, run)`` of every selection a probe unites: this run's expert once per
-    ``probe.skill_data`` file (else on ``data.skill_train``), then each run of ``probe.extra_runs``
-    with this run's settings and that run's data section (its skill data, max_length, template)."""
-    own = [(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skill_train=f)), rd)
-           for f in cfg.probe.skill_data] or [(cfg, rd)]
+def keeps(basis: str) -> bool:
+    """Whether the probe of ``basis`` reads ``probe.keep_data`` (the activation basis; the
+    singular probe's scores do not come from inputs other than the skill's)."""
+    return basis == "activation"
+
+
+def selections(cfg: RunConfig, rd: RunDir, basis: str = "singular") -> list[tuple[RunConfig, RunDir, float]]:
+    """``(settings, run, budget share)`` of every selection a probe of ``basis`` unites: this run's
+    expert once per ``probe.skill_data`` file (else on ``data.skill_train``), then, for the
+    activation basis, once per ``probe.keep_data`` file, then each run of ``probe.extra_runs`` with
+    this run's settings and that run's data section (its skill data, max_length, template).
+
+    The shares (used with ``probe.combine=weighted``, and always with kept data) are
+    ``combine_weights`` normalised over the skill's selections, scaled by ``1 − keep_share`` when
+    kept data are probed, which share ``keep_share`` equally."""
+    def on(f: str) -> RunConfig:
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skill_train=f))
+
+    own = [(on(f), rd) for f in cfg.probe.skill_data] or [(cfg, rd)]
     extra = [(dataclasses.replace(cfg, data=other_run_data(run)), RunDir(run)) for run in cfg.probe.extra_runs]
-    return own + extra
+    keep = [(on(f), rd) for f in cfg.probe.keep_data] if keeps(basis) else []
+    skill = shares(cfg.probe.combine_weights, len(own) + len(extra))
+    if keep:
+        skill = [(1 - cfg.probe.keep_share) * w for w in skill]
+    kept = [cfg.probe.keep_share / len(keep) for _ in keep]
+    parts = [*own, *keep, *extra]
+    return [(c, r, w) for (c, r), w in zip(parts, [*skill[:len(own)], *kept, *skill[len(own):]], strict=True)]
 
 
 def other_run_data(run: str) -> DataConfig:
@@ -146,23 +166,25 @@ def other_run_data(run: str) -> DataConfig:
 def probe_run(cfg: RunConfig, rd: RunDir, basis: str, progress: bool = True) -> Probed:
     """The protected subspaces of ``basis`` for the run in ``rd``: its expert's selection, or the
     union (``probe.combine``) of every selection of :func:`selections`."""
-    experts = selections(cfg, rd)
-    for _, r in experts:  # before any model is loaded
+    experts = selections(cfg, rd, basis)
+    for _, r, _ in experts:  # before any model is loaded
         if not r.svf_expert.is_file():
             raise ArtifactError(f"{r.svf_expert} does not exist: run `palora svf --out {r.root}` first")
     base = load_model(cfg.model)
     base_fp = target_fingerprint(base, cfg)
     rule = selection_rule(cfg)
     rules = [rule] * len(experts)
-    if len(experts) > 1 and cfg.probe.combine == "weighted":
-        rules = [rule.scaled(w) for w in shares(cfg.probe.combine_weights, len(experts))]
-    parts = [probe_expert(c, r, basis, base, base_fp, ru, progress) for (c, r), ru in zip(experts, rules)]
+    kept = keeps(basis) and bool(cfg.probe.keep_data)  # kept data always share one budget with the skill
+    if len(experts) > 1 and (cfg.probe.combine == "weighted" or kept):
+        rules = [rule.scaled(w) for _, _, w in experts]
+    parts = [probe_expert(c, r, basis, base, base_fp, ru, progress) for (c, r, _), ru in zip(experts, rules)]
     if len(parts) == 1:
         return parts[0]
     united = unite([p.subspaces for p in parts], basis)
     records = [{"run": str(r.root), "expert_fingerprint": p.expert_fingerprint, "skill_train": c.data.skill_train or "",
-                "rule": ru.describe()} for p, (c, r), ru in zip(parts, experts, rules)]
-    stats = _united_stats(united, basis, [{**p.stats, "run": str(r.root)} for p, (_, r) in zip(parts, experts)])
+                "rule": ru.describe()} for p, (c, r, _), ru in zip(parts, experts, rules)]
+    stats = _united_stats(united, basis, [{**p.stats, "run": str(r.root), "data": c.data.skill_train or ""}
+                                          for p, (c, r, _) in zip(parts, experts)])
     return Probed(united, stats, base_fp, parts[0].expert_fingerprint, records)
 
 

@@ -27,6 +27,7 @@ from ..io.data import load_train, tokenize_train
 from ..io.models import load_tokenizer
 from ..methods.registry import METHODS
 from ..protection import own_side, skill_batches
+from ..replay import check_replay, with_replay
 from ..report.tables import mistakes_table
 from ..stages.data import check_skill_checker, run_data
 from ..training.memory import MemProbe
@@ -82,7 +83,7 @@ def run_job(job: Job, cfg: RunConfig, experts: Experts, tok, items, splits: dict
         peak: list[int] = []  # read when the training ends, before bake and certificate
         side = own_side(method, cfg)
         try:
-            done = inject(method, model, items, tok.pad_token_id, jcfg, subspaces, side,
+            done = inject(method, model, with_replay(job.method, jcfg, items, tok), tok.pad_token_id, jcfg, subspaces, side,
                           reload=lambda: experts.load_expert(job.seed), stage=f"{job.method} seed {job.seed} lr {job.lr:g}",
                           skill_batches=lambda: skill_batches(jcfg, tok), progress=progress,
                           trained_hook=lambda: peak.append(memory.peak()))
@@ -147,6 +148,7 @@ def run_compare(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
     if cfg.probe.skill_data or cfg.probe.extra_runs:
         raise ConfigError("palora compare probes one skill (data.skill_train): probe.skill_data and "
                           "probe.extra_runs are for palora probe / palora run")
+    check_replay(cfg, cfg.compare.methods)
     _prepare_data(cfg, rd, progress)
     splits = {split: evaluation_sets(cfg, split) for split in ("val", "test")}  # bad files refused before training
     knowledge = load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))

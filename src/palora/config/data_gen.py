@@ -6,13 +6,14 @@ from dataclasses import dataclass
 
 from ..datasets.biographies import ATTRIBUTES, MAX_PEOPLE, QUESTION, is_question_frame
 from ..datasets.known_facts import PROMPT as KNOWN_PROMPT
+from ..datasets.known_facts import RELATIONS
 from ..datasets.skills import SKILL_TASKS
 from .fields import check_value, documented
 
 
 @dataclass
 class DataSpec:
-    """What ``palora data`` generates: skill splits, fictional biographies, known capitals."""
+    """What ``palora data`` generates: skill splits, fictional biographies, known facts, general text."""
 
     skill_task: str = documented("basic_arithmetic_2", f"reasoning-gym skill task: {', '.join(SKILL_TASKS)}")
     n_skill_train: int = documented(2000, "skill training lines {prompt, completion}")
@@ -25,7 +26,16 @@ class DataSpec:
         None, f"frame of the facts' questions, in training and evaluation, with a {{q}} field; null: {QUESTION!r}, "
         "the skill's own frame (another, e.g. 'Trivia: {q}\\nReply:', tests whether plain LoRA's forgetting is the "
         "facts' format taking over the skill's prompts)")
-    known_prompt: str = documented(KNOWN_PROMPT, "prompt of a known fact, with a {country} field")
+    known_prompt: str = documented(KNOWN_PROMPT, "prompt of a known capital, with a {country} field")
+    known_relations: list[str] = documented(
+        list(RELATIONS), f"relations of the facts the model already knows (countryinfo, pycountry), among "
+        f"{', '.join(RELATIONS)}; only those it answers right are kept")
+    known_protect_share: float = documented(
+        0.4, "share of the countries whose known facts form the protect split (known_protect.jsonl, which "
+        "probe.keep_data may read); the others' facts are held out for evaluation (known_facts.jsonl)")
+    general_per_opening: int = documented(
+        8, "general text the base model samples itself (general.jsonl): continuations per generic opening "
+        "(20 openings; 0: none)")
     seed: int = documented(0, "seed of the generated data (independent of the training seed)")
 
     def __post_init__(self) -> None:
@@ -41,4 +51,12 @@ class DataSpec:
         check_value(len(set(self.attributes)) == len(self.attributes), "attributes", self.attributes, "repeated")
         check_value(self.fact_question is None or is_question_frame(self.fact_question), "fact_question",
                     self.fact_question, "needs a {q} field and no other braces")
+        check_value(len(self.known_relations) > 0, "known_relations", self.known_relations, "name at least one")
+        for r in self.known_relations:
+            check_value(r in RELATIONS, "known_relations", r, f"known: {', '.join(RELATIONS)}")
+        check_value(len(set(self.known_relations)) == len(self.known_relations), "known_relations",
+                    self.known_relations, "repeated")
+        check_value(0 <= self.known_protect_share < 1, "known_protect_share", self.known_protect_share,
+                    "must be in [0, 1)")
+        check_value(self.general_per_opening >= 0, "general_per_opening", self.general_per_opening, "must be >= 0")
         check_value("{country}" in self.known_prompt, "known_prompt", self.known_prompt, "needs a {country} field")

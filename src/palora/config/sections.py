@@ -185,6 +185,16 @@ class ProbeConfig:
         [], "JSONL files of several skills one expert was trained on: each is probed through this run's "
         "expert with these settings, and the selections are united by probe.combine (empty: data.skill_train)"
     )
+    keep_data: list[str] = documented(
+        [], "JSONL files of what the model already knows and must keep beside the skill (general text {text}, "
+        "known facts {prompt, completion}; palora demo: its general.jsonl and known_protect.jsonl): act-protect "
+        "keeps its update off the top directions of these inputs too, each probed through the expert like the "
+        "skill, all within one probe's budget (probe.keep_share of it for these files; the singular probe ignores them)"
+    )
+    keep_share: float = documented(
+        0.5, "with keep_data: the share of the probe's budget that goes to the keep_data files (equal parts); the "
+        "skill's selections share the rest (by combine_weights)"
+    )
     combine: Literal["union", "weighted"] = documented(
         "union", "with skill_data or extra_runs: union = every expert's own selection, united (singular: the union of the "
         "index sets; activation: the span of all bases, orthonormalised), so the budgets add up; weighted = "
@@ -201,6 +211,8 @@ class ProbeConfig:
         check_value(0 <= self.fraction <= 1, "probe.fraction", self.fraction, "must be in [0, 1]")
         check_value(len(set(self.extra_runs)) == len(self.extra_runs), "probe.extra_runs", self.extra_runs, "repeated")
         check_value(len(set(self.skill_data)) == len(self.skill_data), "probe.skill_data", self.skill_data, "repeated")
+        check_value(len(set(self.keep_data)) == len(self.keep_data), "probe.keep_data", self.keep_data, "repeated")
+        check_value(0 < self.keep_share < 1, "probe.keep_share", self.keep_share, "must be in (0, 1)")
         w = self.combine_weights
         if w is not None:
             check_value(all(x >= 0 for x in w) and sum(w) > 0, "probe.combine_weights", w,
@@ -211,6 +223,9 @@ class ProbeConfig:
                         f"and {len(self.extra_runs)} in probe.extra_runs")
         check_value(not (self.combine == "weighted" and self.rule == "threshold"), "probe.combine", self.combine,
                     "a threshold rule has no budget to split: use rule fraction, global, topk or energy")
+        check_value(not (self.keep_data and self.rule == "threshold"), "probe.keep_data", self.keep_data,
+                    "kept data share the probe's budget, which a threshold rule does not have: use rule fraction, "
+                    "global, topk or energy")
         check_value(self.k >= 0, "probe.k", self.k, "must be >= 0")
         check_value(0 <= self.energy <= 1, "probe.energy", self.energy, "must be in [0, 1]")
         check_value(self.stat_batches > 0, "probe.stat_batches", self.stat_batches, "must be positive")
@@ -235,6 +250,9 @@ class InjectConfig:
         default_factory=lambda: TrainConfig(steps=100, batch_size=16, lr=1e-3),
         metadata={"help": "optimisation of the injection (same budget for every method)"},
     )
+    replay_share: float = documented(
+        0.25, "lora-replay: share of its training lines replayed from probe.keep_data (the rest are the facts)"
+    )
     protect_adapter: str | None = documented(
         None, "folder of an earlier round's peft adapter for expert_model/ (methods/<method>/adapter): every "
         "method starts from the expert with it merged, and its update avoids that adapter's spaces"
@@ -248,6 +266,7 @@ class InjectConfig:
         check_value(self.rank > 0, "inject.rank", self.rank, "must be positive")
         check_value(self.alpha > 0, "inject.alpha", self.alpha, "must be positive")
         check_value(0 <= self.dropout < 1, "inject.dropout", self.dropout, "must be in [0, 1)")
+        check_value(0 < self.replay_share < 1, "inject.replay_share", self.replay_share, "must be in (0, 1)")
         check_value(self.penalty_weight >= 0, "inject.penalty_weight", self.penalty_weight, "must be >= 0")
         check_value(len(self.methods) > 0, "inject.methods", self.methods, "name at least one method")
         for m in self.methods:

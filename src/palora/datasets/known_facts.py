@@ -1,17 +1,34 @@
-"""Facts the base model already knows: country capitals, to measure retention of old knowledge.
+"""Facts the base model already knows, in several relations, to protect and to measure old knowledge.
 
-:func:`candidate_capitals` turns every country of the ``countryinfo`` package that has a capital
-into an evaluation line ``{"prompt": "Question: What is the capital of {country}?\\nAnswer:",
-"answer": capital, "aliases": [...], "country": country}``. A field listing several capitals
-(``"Kralendijk / Oranjestad / The Bottom"``, a list) gives the first as the answer and the others
-as aliases, and a name with accents also accepts its ASCII spelling (``Bogotá``, ``Bogota``):
-normalisation keeps accents. The data stage (:mod:`palora.stages.data`) keeps the lines the model answers right, greedily,
-with the ``contains`` checker, so that the model's accuracy on what is kept starts at 1.
+Every country of the ``countryinfo`` package gives up to one line per relation
+(:data:`RELATIONS`), ``{"prompt", "answer", "aliases", "country", "relation"}``, a completion
+prompt the base answers in a few tokens:
+
+==========  ==========================================  ====================================
+relation    prompt                                      answer (aliases)
+==========  ==========================================  ====================================
+capital     ``The capital of {country} is``             the capital (the others of its field)
+currency    ``The currency of {country} is the``        its name from ``pycountry`` (the unit:
+                                                        ``Afghan afghani`` -> ``afghani``)
+language    ``The official language of {country} is``   the first listed (the others listed)
+demonym     ``A person from {country} is called``       ``French`` (none)
+==========  ==========================================  ====================================
+
+A field listing several values (``"Kralendijk / Oranjestad / The Bottom"``, a list) gives the
+first as the answer and the others as aliases, and a name with accents also accepts its ASCII
+spelling (``Bogotá``, ``Bogota``): normalisation keeps accents. The data stage
+(:mod:`palora.stages.data`) keeps the lines the model answers right, greedily, with the
+``contains`` checker, so that the model's accuracy on what is kept starts at 1, and
+:func:`split_known` splits them by country into a *protect* part (the methods may read its
+prompts) and a held-out evaluation part that no protection sees: a held-out fact shares neither
+its line nor its country with a protected one.
 """
 
 from __future__ import annotations
 
+import random
 import unicodedata
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core.checkers import normalize
@@ -21,6 +38,10 @@ from ._optional import require
 # "Question: What is the capital of {country}?\nAnswer:" (its first token there is <|im_end|>).
 PROMPT = "The capital of {country} is"
 MAX_NEW_TOKENS = 8
+RELATIONS = ("capital", "currency", "language", "demonym")
+#: the prompt of every relation but ``capital`` (whose prompt is ``data_gen.known_prompt``)
+PROMPTS = {"currency": "The currency of {country} is the", "language": "The official language of {country} is",
+           "demonym": "A person from {country} is called"}
 
 
 def _ascii(text: str) -> str:
@@ -28,15 +49,19 @@ def _ascii(text: str) -> str:
     return "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
 
 
-def _names(capital: str | list[str]) -> list[str]:
-    """The capitals of one field, then their ASCII spellings, each once and non-empty."""
-    parts = capital if isinstance(capital, list) else capital.split("/")
-    names = [p.strip() for p in parts if normalize(p)]
+def _distinct(names: Sequence[str]) -> list[str]:
+    """``names``, then their ASCII spellings, each once and non-empty."""
+    names = [n.strip() for n in names if normalize(n)]
     out: list[str] = []
     for name in names + [_ascii(n) for n in names]:
         if name not in out:
             out.append(name)
     return out
+
+
+def _names(capital: str | list[str]) -> list[str]:
+    """The capitals of one field, then their ASCII spellings, each once and non-empty."""
+    return _distinct(capital if isinstance(capital, list) else capital.split("/"))
 
 
 def countries() -> list[dict[str, Any]]:
@@ -45,19 +70,64 @@ def countries() -> list[dict[str, Any]]:
     return sorted(ci.CountryInfo.all().values(), key=lambda d: d["name"])
 
 
-def candidate_capitals(prompt: str = PROMPT) -> list[dict[str, Any]]:
-    """One evaluation line per country with a capital, sorted by country (a fixed list).
+def _capital(record: dict[str, Any]) -> list[str]:
+    return _names(record["capital"]) if record.get("capital") else []
 
-    ``prompt`` has a ``{country}`` field; the default asks in the demo's question format.
-    """
+
+def _currency(record: dict[str, Any]) -> list[str]:
+    pycountry = require("pycountry", "pycountry")
+    names = [c.name for code in record.get("currencies") or [] if (c := pycountry.currencies.get(alpha_3=code))]
+    return _distinct(names + [n.split()[-1] for n in names]) if names else []
+
+
+def _language(record: dict[str, Any]) -> list[str]:
+    pycountry = require("pycountry", "pycountry")
+    return _distinct([lang.name for code in record.get("languages") or []
+                      if (lang := pycountry.languages.get(alpha_2=code))])
+
+
+def _demonym(record: dict[str, Any]) -> list[str]:
+    return _distinct([record["demonym"]]) if record.get("demonym") else []
+
+
+#: relation -> the answer and aliases of one country's record (empty: the record has none)
+VALUES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "capital": _capital, "currency": _currency, "language": _language, "demonym": _demonym}
+
+
+def candidate_facts(relations: Sequence[str] = RELATIONS, capital_prompt: str = PROMPT) -> list[dict[str, Any]]:
+    """One line per country and relation that has a value, by relation then country (a fixed list)."""
+    records = countries()
     items = []
-    seen: set[str] = set()
-    for record in countries():
-        country, capital = record["name"], record.get("capital")
-        names = _names(capital) if capital else []
-        if not names or country in seen:
-            continue
-        seen.add(country)
-        items.append({"prompt": prompt.format(country=country), "answer": names[0],
-                      "aliases": names[1:], "country": country})
+    for relation in relations:
+        prompt = capital_prompt if relation == "capital" else PROMPTS[relation]
+        seen: set[str] = set()
+        for record in records:
+            country, names = record["name"], VALUES[relation](record)
+            if not names or country in seen:
+                continue
+            seen.add(country)
+            items.append({"prompt": prompt.format(country=country), "answer": names[0], "aliases": names[1:],
+                          "country": country, "relation": relation})
     return items
+
+
+def candidate_capitals(prompt: str = PROMPT) -> list[dict[str, Any]]:
+    """One capital line per country with a capital, sorted by country. ``prompt`` has a ``{country}`` field."""
+    return candidate_facts(("capital",), prompt)
+
+
+def split_known(items: Sequence[dict[str, Any]], protect_share: float, seed: int) -> tuple[list, list]:
+    """``(protect, held_out)``: the countries drawn with ``random.Random(seed)``, a share
+    ``protect_share`` of them (rounded down) protected with all their facts; both in ``items``' order."""
+    names = sorted({it["country"] for it in items})
+    random.Random(seed).shuffle(names)
+    protected = set(names[: int(len(names) * protect_share)])
+    return ([it for it in items if it["country"] in protected], [it for it in items if it["country"] not in protected])
+
+
+def protect_lines(items: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """The protect part as training lines ``{"prompt", "completion"}``: the prompt and its answer,
+    the inputs whose directions a protecting method keeps its update off."""
+    return [{"prompt": it["prompt"], "completion": f" {it['answer']}", "relation": it["relation"],
+             "country": it["country"]} for it in items]

@@ -15,6 +15,8 @@ steps, batch); a method says what differs, in one small file of this package:
   PALoRA and the ablations start from the same ``A``);
 - ``finish``: an optional step after training (``lora-intruders``: peft's post-hoc
   ``reduce_intruder_dimension``);
+- ``replays``: a share of its training lines comes from what the model already knows
+  (``lora-replay``, :mod:`palora.replay`);
 - ``lr_family``: which learning-rate grid ``palora compare`` tries; ``for_expert``: whether the
   result is a plain peft adapter for the expert (``palora run`` / ``palora inject``; the others
   rewrite or train the base weights and are compared by ``palora compare`` only).
@@ -84,6 +86,7 @@ class Method:
     #: InjectConfig keys that this method alone reads (they enter its stage digest, no other's)
     reads: tuple[str, ...] = ()
     finish: Callable[[nn.Module], None] | None = None
+    replays: bool = False  # a share of its training lines replayed from probe.keep_data (palora.replay)
     paper: bool = False  # the method of arXiv 2605.24549
 
     @property

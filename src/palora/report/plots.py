@@ -27,19 +27,26 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
-    """One point per model; where the expert scores 0 retention is undefined, and the plot says so."""
-    fig, ax = plt.subplots(figsize=(5, 4))
-    shown = [r for r in rows if r.get("retention") is not None]
-    for r in shown:
-        ax.errorbar(r["knowledge_recall"], r["retention"], xerr=r["knowledge_stderr"], fmt="o", capsize=3)
-        ax.annotate(r["name"], (r["knowledge_recall"], r["retention"]), textcoords="offset points", xytext=(5, 5))
-    if not shown:
-        ax.text(0.5, 0.5, "retention is undefined:\nthe expert answers no skill question right",
-                ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("new-fact recall")
-    ax.set_ylabel("skill retention (accuracy / expert's)")
-    ax.set_title("skill retention vs new-fact recall")
-    ax.grid(alpha=0.3)
+    """One point per model: skill retention against new-fact recall and, when the run measured
+    old facts, a second panel with their retention (the three axes); where the expert scores 0,
+    skill retention is undefined, and the plot says so."""
+    known = any(r.get("known_retention") is not None for r in rows)
+    fig, axes = plt.subplots(1, 2 if known else 1, figsize=(10 if known else 5, 4), squeeze=False)
+    panels = [("retention", "skill retention (accuracy / expert's)", "skill retention vs new-fact recall")]
+    if known:
+        panels.append(("known_retention", "old-fact retention (recall / base's)", "old facts vs new-fact recall"))
+    for ax, (key, ylabel, title) in zip(axes[0], panels):
+        shown = [r for r in rows if r.get(key) is not None]
+        for r in shown:
+            ax.errorbar(r["knowledge_recall"], r[key], xerr=r["knowledge_stderr"], fmt="o", capsize=3)
+            ax.annotate(r["name"], (r["knowledge_recall"], r[key]), textcoords="offset points", xytext=(5, 5))
+        if not shown:
+            ax.text(0.5, 0.5, "retention is undefined:\nthe expert answers no skill question right",
+                    ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("new-fact recall")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
     save_figure(fig, path)
 
 
@@ -88,18 +95,32 @@ def plot_protected_spectrum(stats: dict[str, Any], path: Path) -> None:
 
 
 def plot_protected_energy(stats: dict[str, Any], path: Path) -> None:
-    """Activation basis: the share of the skill's input energy the protected directions hold,
-    per layer and kind of matrix (targets in module order)."""
-    panels: dict[str, list[float]] = {}
-    for name, share in stats["energy_share"].items():
-        panels.setdefault(name.rpartition(".")[2], []).append(share)
+    """Activation basis: the share of the skill's input energy the protected directions hold, per
+    layer and kind of matrix (targets in module order). A union of several selections (kept data,
+    several skills) draws one line per selection, its own directions' share of its own data's
+    energy averaged over the kinds of matrix: the united set holds at least that much."""
+    def by_layer(shares: dict[str, float]) -> dict[str, list[float]]:
+        panels: dict[str, list[float]] = {}
+        for name, share in shares.items():
+            panels.setdefault(name.rpartition(".")[2], []).append(share)
+        return panels
+
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for kind, shares in panels.items():
-        ax.plot(range(len(shares)), shares, marker="o", ms=3, label=kind)
+    if "energy_share" in stats:
+        lines = by_layer(stats["energy_share"])
+        title = f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): energy held"
+    else:
+        lines = {}
+        for part in stats["experts"]:
+            kinds = list(by_layer(part["energy_share"]).values())
+            lines[Path(part.get("data") or part["run"]).stem] = [sum(x) / len(x) for x in zip(*kinds)]
+        title = f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): each part's energy"
+    for label, shares in lines.items():
+        ax.plot(range(len(shares)), shares, marker="o", ms=3, label=label)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("layer")
-    ax.set_ylabel("share of the skill's input energy")
-    ax.set_title(f"protected directions ({100 * stats['fraction']:.0f}% of the input dims): energy held")
+    ax.set_ylabel("share of the input energy held")
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     save_figure(fig, path)
@@ -115,5 +136,5 @@ def write_plots(rd: RunDir, rows: list[dict[str, Any]]) -> None:
         plot_protected_spectrum(json.loads(singular.read_text(encoding="utf-8")), rd.plots / "protected_spectrum.png")
     if activation.is_file():  # the skill's input energy the protected directions hold
         stats = json.loads(activation.read_text(encoding="utf-8"))
-        if "energy_share" in stats:  # (a union of several skills' directions has no per-skill share)
+        if "energy_share" in stats or all("energy_share" in p for p in stats.get("experts", [{}])):
             plot_protected_energy(stats, rd.plots / "protected_energy.png")

@@ -11,14 +11,21 @@ skill_test.jsonl         ``{prompt, answer}``
 knowledge_train.jsonl    ``{text}`` and ``{prompt, completion}``      :func:`biography_splits`
 knowledge_val.jsonl      ``{prompt, answer, person, attribute, ...}`` (contains checker)
 knowledge_test.jsonl     ``{prompt, answer, person, attribute, ...}``
-known_facts.jsonl        ``{prompt, answer, aliases, country}``       :func:`candidate_capitals`
+known_facts.jsonl        ``{prompt, answer, aliases, country,         :func:`candidate_facts`,
+                         relation}``: held out                       :func:`split_known`
+known_protect.jsonl      ``{prompt, completion, relation, country}``  :func:`protect_lines`
+general.jsonl            ``{text}``, sampled by the model             :func:`general_lines`
 manifest.json            spec, counts, sha256 of every file above
 =======================  ==========================================  ==========================
 
-``known_facts.jsonl`` holds the capitals the given model answers right (:func:`keep_known`), or
-every candidate when no model is given; the filter must see the prompts as the evaluation will
-(``chat_template``), and a model that answers none of them is an error. Everything but that
-filter is a function of the :class:`DataSpec` alone: the same spec writes byte-identical files.
+The known facts are those the given model answers right (:func:`keep_known`), or every candidate
+when no model is given; the filter must see the prompts as the evaluation will
+(``chat_template``), and a model that answers none of them is an error. They are split by country:
+``known_protect.jsonl`` is what a protecting method may read (``probe.keep_data``; ``palora demo``
+points it there with ``general.jsonl``), ``known_facts.jsonl`` the held-out facts that measure old
+knowledge and that no protection sees. ``general.jsonl`` is empty without a model. Everything but
+the filter and the sampled text is a function of the :class:`DataSpec` alone: the same spec
+writes byte-identical files.
 """
 
 from __future__ import annotations
@@ -35,21 +42,25 @@ from .. import __version__
 from ..config import DataSpec, RunConfig, to_dict
 from ..core.checkers import check_contains
 from ..datasets.biographies import QUESTION, biography_splits
-from ..datasets.known_facts import MAX_NEW_TOKENS, candidate_capitals
+from ..datasets.general_text import OPENINGS, general_lines
+from ..datasets.known_facts import MAX_NEW_TOKENS, candidate_facts, protect_lines, split_known
 from ..datasets.skills import SKILL_TASKS, skill_splits
 from ..errors import ConfigError, DataError
-from ..evaluation import generate
+from ..evaluation import generate, sample
 from ..io.artifacts import RunDir, atomic_path, write_json
 from ..io.data import format_prompt
 from ..io.models import load_model_and_tokenizer
 from .engine import Stage
 
 FILES = ("skill_train", "skill_val", "skill_test", "knowledge_train", "knowledge_val", "knowledge_test",
-         "known_facts")
+         "known_facts", "known_protect", "general")
 #: the configuration key each file fills when ``palora demo`` or ``palora compare`` points there
 DATA_KEYS = {"skill_train": "data.skill_train", "skill_val": "data.skill_val", "skill_test": "data.skill_eval",
              "knowledge_train": "data.knowledge_train", "knowledge_val": "data.knowledge_val",
              "knowledge_test": "data.knowledge_eval", "known_facts": "data.known_eval"}
+GENERAL_TOKENS = 48  # longest continuation of a general-text opening
+#: what the model already knows, for the methods to keep (``probe.keep_data``, in this order)
+KEEP_FILES = ("general", "known_protect")
 
 STAGE = Stage("data", inputs=lambda cfg: {"data_gen": to_dict(cfg.data_gen), "model": to_dict(cfg.model)},
               upstream=lambda cfg: [], outputs=lambda rd: [rd.data])
@@ -60,8 +71,15 @@ def data_files(folder: Path) -> dict[str, str]:
     return {key: str(folder / f"{name}.jsonl") for name, key in DATA_KEYS.items()}
 
 
+def keep_override(folder: Path) -> str:
+    """The ``--set`` that points ``probe.keep_data`` at :data:`KEEP_FILES` in ``folder`` (a later
+    ``--set probe.keep_data=[]`` undoes it)."""
+    return "probe.keep_data=" + ",".join(str(folder / f"{name}.jsonl") for name in KEEP_FILES)
+
+
 def demo_data(spec: DataSpec) -> dict[str, list[dict[str, Any]]]:
-    """The lines of every file (``known_facts`` unfiltered), keyed by file name without suffix."""
+    """The lines of every file but the model's (``known_facts`` unfiltered and unsplit, no
+    ``known_protect``, no ``general``), keyed by file name without suffix."""
     skill = skill_splits(SKILL_TASKS[spec.skill_task], spec.n_skill_train, spec.n_skill_val,
                          spec.n_skill_test, spec.seed)
     knowledge = biography_splits(spec.n_people, spec.seed, spec.qa_share, spec.attributes,
@@ -69,7 +87,7 @@ def demo_data(spec: DataSpec) -> dict[str, list[dict[str, Any]]]:
     return {
         **{f"skill_{split}": rows for split, rows in skill.items()},
         **{f"knowledge_{split}": knowledge[split] for split in ("train", "val", "test")},
-        "known_facts": candidate_capitals(spec.known_prompt),
+        "known_facts": candidate_facts(spec.known_relations, spec.known_prompt),
     }
 
 
@@ -107,10 +125,15 @@ def write_demo_data(
                                          chat_template=chat_template, progress=progress)
         if not rows["known_facts"]:
             raise DataError(
-                f"the model answers none of the {candidates} capitals asked as {spec.known_prompt!r}"
-                f"{' in its chat template' if chat_template else ''}; try another known_prompt "
-                "(e.g. 'The capital of {country} is') or the chat template"
+                f"the model answers none of the {candidates} known facts ({', '.join(spec.known_relations)}; "
+                f"capitals asked as {spec.known_prompt!r}){' in its chat template' if chat_template else ''}; "
+                "try another known_prompt (e.g. 'The capital of {country} is') or the chat template"
             )
+    known = rows["known_facts"]
+    protect, rows["known_facts"] = split_known(known, spec.known_protect_share, spec.seed)
+    rows["known_protect"] = protect_lines(protect)
+    rows["general"] = [] if model is None else general_lines(
+        sample(model, tokenizer, OPENINGS, spec.general_per_opening, spec.seed, GENERAL_TOKENS), spec.general_per_opening)
     out = Path(out_dir)
     paths: dict[str, Path] = {}
     files: dict[str, dict[str, Any]] = {}
@@ -128,8 +151,10 @@ def write_demo_data(
         "spec": dataclasses.asdict(spec),
         "skill_task": {"name": spec.skill_task, "dataset": task.name, "kwargs": dict(task.kwargs),
                        "checker": task.checker},
-        "known_facts": {"candidates": candidates, "kept": len(rows["known_facts"]),
-                        "filtered_by_model": model is not None},
+        "known_facts": {"candidates": candidates, "kept": len(known), "filtered_by_model": model is not None,
+                        "kept_by_relation": {r: sum(it["relation"] == r for it in known) for r in spec.known_relations},
+                        "protect": len(rows["known_protect"]), "held_out": len(rows["known_facts"])},
+        "general": {"lines": len(rows["general"]), "sampled_by_model": model is not None},
         "files": files,
     })
     return paths

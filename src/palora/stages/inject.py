@@ -31,6 +31,7 @@ from ..io.metrics_log import MetricsLog
 from ..io.models import hub_id, load_tokenizer
 from ..methods.registry import METHODS
 from ..protection import RunProbes, kept_off, skill_batches, skill_subspaces, start_model, target_fingerprint
+from ..replay import check_replay, with_replay
 from ..report.model_card import adapter_card
 from ..training.checkpoint import CheckpointSpec, discard_checkpoint
 from ..training.distributed import barrier, is_main
@@ -49,7 +50,7 @@ from .engine import (
 )
 
 #: InjectConfig keys not every method reads: the methods' own (Method.reads), the list of methods
-_NOT_COMMON = ("methods", "protect_adapter_side", "penalty_weight")
+_NOT_COMMON = ("methods", "protect_adapter_side", "penalty_weight", "replay_share")
 
 
 def _inputs(method: str, cfg: RunConfig) -> dict:
@@ -58,6 +59,8 @@ def _inputs(method: str, cfg: RunConfig) -> dict:
     inject = {k: v for k, v in to_dict(cfg.inject).items() if k not in _NOT_COMMON}
     inject["train"] = train_inputs(cfg.inject.train)
     inject.update({k: getattr(cfg.inject, k) for k in METHODS[method].reads})
+    if METHODS[method].replays:
+        inject["replay_data"] = [file_digest(f) for f in cfg.probe.keep_data]
     if cfg.inject.protect_adapter:
         inject["protect_adapter_side"] = cfg.inject.protect_adapter_side
         inject["protect_adapter_files"] = folder_digest(cfg.inject.protect_adapter, ADAPTER_FILES)
@@ -79,6 +82,7 @@ def stage_for(method: str) -> Stage:
 
 
 def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
+    check_replay(cfg, cfg.inject.methods)  # before the first method trains
     examples = load_train(require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"))
     log = MetricsLog(rd.root, cfg.log, to_dict(cfg))  # a missing tracker package fails here, before training
     if not rd.expert_model.is_dir():
@@ -100,7 +104,7 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         skill = skill_subspaces(method, RunProbes(cfg, rd, start.expert_fingerprint), cfg.seed)
         targets_fp = target_fingerprint(start.model, cfg)  # of the start: the expert, or the expert + an earlier round
         subspaces, side = kept_off(method, cfg, skill, start, find_targets(start.model, cfg.model.target_modules))
-        injected = inject(method, start.model, items, tok.pad_token_id, cfg, subspaces, side,
+        injected = inject(method, start.model, with_replay(name, cfg, items, tok), tok.pad_token_id, cfg, subspaces, side,
                       reload=lambda: start_model(cfg, rd).model, stage=stage.key,
                       skill_batches=lambda: skill_batches(cfg, tok), log=log, progress=progress,
                       checkpoint=CheckpointSpec(rd.checkpoint(stage.key), cfg.inject.train.checkpoint_every,

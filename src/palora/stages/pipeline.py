@@ -18,6 +18,7 @@ from ..io.chat import completion_text_of
 from ..io.data import TrainExample, format_prompt, load_train
 from ..io.models import load_tokenizer, resolve_model_path
 from ..protection import other_run_data
+from ..replay import check_replay
 from ..training.distributed import barrier, is_main
 from . import data
 from .engine import record, skip_if_done
@@ -31,7 +32,9 @@ def check_inputs(cfg: RunConfig, progress: bool = True) -> None:
     """Read and check every input file of every stage ``palora run`` runs, before the first starts
     (``FILE:LINE`` errors): a bad file is refused in a second, not after hours of training."""
     files = [require(cfg.data.skill_train, "data.skill_train", "--skill-train"),
-             require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"), *cfg.probe.skill_data]
+             require(cfg.data.knowledge_train, "data.knowledge_train", "--knowledge-train"), *cfg.probe.skill_data,
+             *cfg.probe.keep_data]
+    check_replay(cfg, cfg.inject.methods)
     training = {path: load_train(path) for path in files}
     for run in cfg.probe.extra_runs:
         other_run_data(run)

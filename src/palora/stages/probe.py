@@ -9,7 +9,7 @@
 
 Each runs only for the methods that read it (:attr:`palora.methods.base.Method.probe_basis`), on
 the main process alone (cheap: no training). What is probed and united (``probe.skill_data``,
-``probe.extra_runs``, ``probe.combine``) is :func:`palora.protection.probe_run`'s; the file's
+``probe.keep_data`` for the activation basis, ``probe.extra_runs``, ``probe.combine``) is :func:`palora.protection.probe_run`'s; the file's
 header records which experts went in.
 """
 
@@ -22,7 +22,7 @@ from ..config import RunConfig, to_dict
 from ..errors import PaloraError
 from ..io.artifacts import RunDir, save_subspace, write_json
 from ..methods.registry import METHODS
-from ..protection import BASES, other_run_data, probe_run, selection_rule
+from ..protection import BASES, keeps, other_run_data, probe_run, selection_rule
 from ..training.distributed import barrier, is_main
 from . import svf
 from .engine import Stage, file_digest, read_stages, record, skip_if_done, text_inputs
@@ -44,18 +44,23 @@ def _extra_expert(run: str) -> dict:
 
 
 def _inputs(basis: str, cfg: RunConfig) -> dict:
-    """The probe settings of ``basis``, and the other skills' data and experts when there are some
-    (none: the digest of older runs, which had neither key). The singular probe records
-    ``basis: singular``, as runs did when the basis was a setting."""
+    """The probe settings of ``basis``, and the other skills' data, the kept data (for a basis that
+    reads them) and the other experts when there are some (none: the digest of older runs, which
+    had none of these keys). The singular probe records ``basis: singular``, as runs did when the
+    basis was a setting."""
     p = cfg.probe
-    probe = {k: v for k, v in to_dict(p).items() if k != "skill_data" and (basis == "singular" or k not in _SINGULAR_ONLY)}
+    keep = p.keep_data if keeps(basis) else []
+    probe = {k: v for k, v in to_dict(p).items() if k not in ("skill_data", "keep_data", "keep_share")
+             and (basis == "singular" or k not in _SINGULAR_ONLY)}
     probe["basis"] = basis
-    if not p.extra_runs and not p.skill_data:
+    if not p.extra_runs and not p.skill_data and not keep:
         probe = {k: v for k, v in probe.items() if k not in ("extra_runs", "combine", "combine_weights")}
     else:
         probe["extra_runs"] = [_extra_expert(r) for r in p.extra_runs]
         if p.skill_data:
             probe["skill_data"] = [file_digest(f) for f in p.skill_data]
+        if keep:
+            probe.update(keep_data=[file_digest(f) for f in keep], keep_share=p.keep_share)
     return {"probe": probe, "skill_train": file_digest(cfg.data.skill_train), "seed": cfg.seed, **text_inputs(cfg)}
 
 

@@ -22,7 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
-from verdict import mean_se, seed_rows
+from verdict import mean_se, pct, seed_rows
 
 GOAL = {"retention": 0.95, "recall": 0.80, "old": 0.90}
 
@@ -65,9 +65,6 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
     t = table(args.runs)
-
-    def pct(v: tuple[float, float]) -> str:
-        return f"{100 * v[0]:.1f} ± {100 * v[1]:.1f}"
 
     print("| method | seeds | skill retention % | new-fact recall % | old knowledge % of the expert's | "
           "old facts answered % | goal missed on |")

@@ -1,16 +1,20 @@
 """Issue 19's three axes per method, over seeds: skill retention, new-fact recall, old knowledge.
 
     python experiments/three_axes.py runs/keep/seed0 runs/keep/seed1 runs/keep/seed2 [--json OUT]
+    python experiments/three_axes.py runs/long/seed0 runs/long/seed1 runs/long/seed2 --split val
 
-Each directory holds the ``report.json`` of one seed of ``experiments/keep.sh`` (test splits):
-base, expert and every method; ``<dir>-early`` (when present) the same seed's plain LoRA stopped
-early, listed as ``lora (early)``. Per method, mean ± standard error over seeds (one seed: its
-binomial standard error):
+Each directory holds the ``report.json`` of one seed (test splits; with ``--split val`` the
+``validation.json`` of ``experiments/validate.py`` instead): the expert and every method; a
+sibling ``<dir>-<variant>`` (``-early`` of ``experiments/keep.sh``, ``-r50`` of
+``experiments/long.sh``, ...) adds its methods as ``method (variant)``, measured against its own
+expert (the same). Per method, mean ± standard error over seeds (one seed: its binomial standard
+error):
 
 * skill retention = skill accuracy / the expert's (same seed);
 * new-fact recall = the injected facts recalled on unseen question templates (greedy generation);
-* old knowledge = held-out known facts answered / the expert's (``known_facts.jsonl``: facts of
-  four relations the base answers, of countries whose facts no protection saw).
+* old knowledge = held-out known facts answered / the expert's (``known_facts.jsonl``, or
+  ``known_val.jsonl`` with ``--split val``: facts the base answers, of countries whose facts no
+  protection saw).
 
 The goal (issue 19): retention ≥ 95 %, recall ≥ 80 %, old knowledge ≥ 90 %, at once; the last
 column names the axes a method misses.
@@ -36,16 +40,23 @@ def seed_metrics(rows: dict[str, dict], m: str) -> dict[str, tuple[float, float]
             "old_recall": (row["known_recall"], row["known_stderr"])}
 
 
-def runs_rows(run: Path) -> dict[str, dict]:
-    rows = seed_rows(run)
-    early = run.with_name(run.name + "-early")
-    if (early / "report.json").is_file():
-        rows["lora (early)"] = seed_rows(early)["lora"]
+def runs_rows(run: Path, split: str) -> dict[str, dict]:
+    def rows_of(d: Path) -> dict[str, dict]:
+        if split == "test":
+            return seed_rows(d)
+        return {row["name"]: row for row in json.loads((d / "validation.json").read_text())["rows"]}
+
+    rows = rows_of(run)
+    name = "report.json" if split == "test" else "validation.json"
+    for sibling in sorted(run.parent.glob(f"{run.name}-*")):
+        if (sibling / name).is_file():
+            variant = sibling.name[len(run.name) + 1:]
+            rows.update({f"{m} ({variant})": r for m, r in rows_of(sibling).items() if m not in ("base", "expert")})
     return rows
 
 
-def table(runs: list[Path]) -> dict[str, dict]:
-    per_seed = [runs_rows(r) for r in runs]
+def table(runs: list[Path], split: str = "test") -> dict[str, dict]:
+    per_seed = [runs_rows(r, split) for r in runs]
     methods = [m for m in per_seed[0] if m != "base" and all(m in rows for rows in per_seed)]
     out = {}
     for m in methods:
@@ -62,9 +73,11 @@ def misses(stats: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="test: report.json; val: validation.json (experiments/validate.py)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
-    t = table(args.runs)
+    t = table(args.runs, args.split)
 
     print("| method | seeds | skill retention % | new-fact recall % | old knowledge % of the expert's | "
           "old facts answered % | goal missed on |")

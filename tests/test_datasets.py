@@ -193,6 +193,9 @@ def test_candidate_facts_cover_every_relation_once_per_country():
     france = {it["relation"]: it for it in items if it["country"] == "France"}
     assert france["currency"]["answer"] == "Euro" and france["language"]["answer"] == "French"
     assert france["demonym"]["answer"] == "French" and france["capital"]["answer"] == "Paris"
+    assert france["continent"]["answer"] == "Europe"
+    jamaica = next(it for it in by_relation["continent"] if it["country"] == "Jamaica")
+    assert jamaica["answer"] == "America" and check_contains(" the Caribbean.", jamaica["answer"], jamaica["aliases"])
     japan = next(it for it in by_relation["currency"] if it["country"] == "Japan")
     assert check_contains(" the yen.", japan["answer"], japan["aliases"])  # the unit alone is an alias
     assert candidate_facts(("capital",)) == candidate_capitals()
@@ -200,14 +203,15 @@ def test_candidate_facts_cover_every_relation_once_per_country():
 
 def test_split_known_is_by_country_disjoint_and_seeded(tmp_path):
     items = candidate_facts()
-    protect, held = split_known(items, 0.4, seed=0)
-    assert len(protect) + len(held) == len(items)
-    assert not {it["country"] for it in protect} & {it["country"] for it in held}
+    protect, val, test = split_known(items, 0.35, 0.15, seed=0)
+    assert len(protect) + len(val) + len(test) == len(items)
+    by_part = [{it["country"] for it in part} for part in (protect, val, test)]
+    assert not (by_part[0] & by_part[1] or by_part[0] & by_part[2] or by_part[1] & by_part[2])
     countries = {it["country"] for it in items}
-    assert len({it["country"] for it in protect}) == int(0.4 * len(countries))
-    assert split_known(items, 0.4, seed=0) == (protect, held)
-    assert split_known(items, 0.4, seed=1)[0] != protect
-    assert split_known(items, 0.0, seed=0) == ([], list(items))
+    assert [len(by_part[0]), len(by_part[1])] == [int(0.35 * len(countries)), int(0.15 * len(countries))]
+    assert split_known(items, 0.35, 0.15, seed=0) == (protect, val, test)
+    assert split_known(items, 0.35, 0.15, seed=1)[0] != protect
+    assert split_known(items, 0.0, 0.0, seed=0) == ([], [], list(items))
     path = tmp_path / "protect.jsonl"  # the protect part loads as training lines: prompt, then its answer
     path.write_text("".join(json.dumps(r) + "\n" for r in protect_lines(protect)), encoding="utf-8")
     assert [ex.prompt + ex.completion for ex in load_train(path)] == [f"{it['prompt']} {it['answer']}" for it in protect]
@@ -252,13 +256,13 @@ def test_write_demo_data(tmp_path):
     assert manifest["known_facts"]["filtered_by_model"] is False
     assert manifest["general"] == {"lines": 0, "sampled_by_model": False}  # no model: no text of its own
     known = manifest["known_facts"]
-    assert known["protect"] + known["held_out"] == known["kept"] == known["candidates"]
+    assert known["protect"] + known["val"] + known["held_out"] == known["kept"] == known["candidates"]
     assert known["held_out"] >= 150
     load_train(paths["known_protect"])
     # every file loads through the same readers user data goes through
     for name in ("skill_train", "knowledge_train"):
         load_train(paths[name])
-    for name in ("skill_val", "skill_test", "knowledge_val", "knowledge_test", "known_facts"):
+    for name in ("skill_val", "skill_test", "knowledge_val", "knowledge_test", "known_facts", "known_val"):
         load_eval(paths[name])
     assert [len(load_eval(paths[s])) for s in ("skill_val", "skill_test")] == [15, 15]
 
@@ -268,6 +272,23 @@ def test_write_demo_data(tmp_path):
         assert paths[name].read_bytes() == same[name].read_bytes()
     for name in FILES[:-1]:  # (no general text without a model)
         assert paths[name].read_bytes() != other[name].read_bytes(), name
+
+
+def test_known_val_is_scored_on_the_validation_split_only_when_asked(tmp_path):
+    from palora.config import resolve
+    from palora.evaluation import evaluation_sets
+    from palora.stages.data import data_files
+
+    write_demo_data(tmp_path, DataSpec(**SMALL), progress=False)
+    cfg = resolve(None, [], data_files(tmp_path))
+    assert cfg.data.known_val == str(tmp_path / "known_val.jsonl")
+    val = evaluation_sets(cfg, "val", known_val=True)
+    assert [ex.prompt for ex in val["known"][0]] == [ex.prompt for ex in load_eval(tmp_path / "known_val.jsonl")]
+    assert "known" not in evaluation_sets(cfg, "val")  # palora compare's validation: skill and facts only
+    test = evaluation_sets(cfg, "test", known_val=True)
+    assert [ex.prompt for ex in test["known"][0]] == [ex.prompt for ex in load_eval(tmp_path / "known_facts.jsonl")]
+    with pytest.raises(ConfigError, match="known_val_share"):
+        DataSpec(known_protect_share=0.6, known_val_share=0.4)
 
 
 def test_write_demo_data_refuses_a_model_that_knows_no_capital(tmp_path):

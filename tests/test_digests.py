@@ -22,42 +22,42 @@ FILES = ("skill_train", "knowledge_train", "skill_eval", "knowledge_eval", "know
 #: path of an earlier adapter, /tmp/dg here, which need not exist)
 RECORDED = {
     "default": ([], {
-        "data": "a7ffdb49c37688a5", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
+        "data": "7cfa81b6cafeac06", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
         "eval": "fa98a0e2088b9510", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),
     "known": (["data.known_eval={d}/known_eval.jsonl"], {
-        "data": "a7ffdb49c37688a5", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
+        "data": "7cfa81b6cafeac06", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
         "eval": "28973a130d40c49b", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),
     "fisher": (["probe.score=fisher", "probe.rule=global", "probe.fraction=0.1"], {
-        "data": "a7ffdb49c37688a5", "svf": "0980f69fc2e893cc", "probe": "4c46a7845626870d",
+        "data": "7cfa81b6cafeac06", "svf": "0980f69fc2e893cc", "probe": "4c46a7845626870d",
         "eval": "fa98a0e2088b9510", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),
     "t2": (["svf.parametrization=t2", "svf.train.steps=7", "inject.rank=8"], {
-        "data": "a7ffdb49c37688a5", "svf": "58d1e12763a317aa", "probe": "90d220be95acdded",
+        "data": "7cfa81b6cafeac06", "svf": "58d1e12763a317aa", "probe": "90d220be95acdded",
         "eval": "fa98a0e2088b9510", "inject:palora": "55ade85beba99ede", "inject:lora": "55ade85beba99ede",
         "inject:olora-penalty": "9d2bbf085f87668c", "inject:protect-top": "55ade85beba99ede",
     }),
     "reinforce": (["svf.objective=reinforce", "svf.reinforce.kl_coeff=0.1"], {
-        "data": "a7ffdb49c37688a5", "svf": "659872bd650b85d4", "probe": "90d220be95acdded",
+        "data": "7cfa81b6cafeac06", "svf": "659872bd650b85d4", "probe": "90d220be95acdded",
         "eval": "fa98a0e2088b9510", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),
     "skill_data": (["probe.skill_data=[{d}/skill_train.jsonl,{d}/known_eval.jsonl]", "probe.combine=weighted"], {
-        "data": "a7ffdb49c37688a5", "svf": "0980f69fc2e893cc", "probe": "c879279f78935786",
+        "data": "7cfa81b6cafeac06", "svf": "0980f69fc2e893cc", "probe": "c879279f78935786",
         "eval": "fa98a0e2088b9510", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),
     "protect_adapter": (["inject.protect_adapter=/tmp/dg", "inject.protect_adapter_side=in"], {
-        "data": "a7ffdb49c37688a5", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
+        "data": "7cfa81b6cafeac06", "svf": "0980f69fc2e893cc", "probe": "90d220be95acdded",
         "eval": "fa98a0e2088b9510", "inject:palora": "0b5eeddea7c61989", "inject:lora": "0b5eeddea7c61989",
         "inject:olora-penalty": "fd8f9fce3dc96361", "inject:protect-top": "0b5eeddea7c61989",
     }),
     "targets": (["model.target_modules=[gate_proj,down_proj]", "model.dtype=bfloat16"], {
-        "data": "ac3ce79eb4cb6ffa", "svf": "0b888264e69a1735", "probe": "90d220be95acdded",
+        "data": "a066ebf291efbc52", "svf": "0b888264e69a1735", "probe": "90d220be95acdded",
         "eval": "287d4b6856c4761f", "inject:palora": "b0cad00f03bdbcf3", "inject:lora": "b0cad00f03bdbcf3",
         "inject:olora-penalty": "350b7c67a0cdf5ef", "inject:protect-top": "b0cad00f03bdbcf3",
     }),

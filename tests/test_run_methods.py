@@ -20,7 +20,7 @@ from test_cli import FAST, data  # noqa: F401  (the module-scoped data fixture)
 from tiny import save_tiny_checkpoint
 
 METHODS = ("lora", "palora-in", "protect-top", "protect-random", "act-protect", "olora-penalty", "mica", "lora-intruders",
-           "lora-replay")
+           "lora-replay", "act-protect-replay")
 
 
 def run_argv(model: Path, data: dict[str, str], out: Path, methods: str) -> list[str]:  # noqa: F811

@@ -209,16 +209,18 @@ SPLITS = {"test": (("skill_eval", "--skill-eval"), ("knowledge_eval", "--knowled
           "val": (("skill_val", "--set data.skill_val=FILE"), ("knowledge_val", "--set data.knowledge_val=FILE"))}
 
 
-def evaluation_sets(cfg: RunConfig, split: str = "test") -> dict[str, EvalSet]:
+def evaluation_sets(cfg: RunConfig, split: str = "test", known_val: bool = False) -> dict[str, EvalSet]:
     """A split's evaluation files, each read and checked against its checker (``FILE:LINE`` errors),
-    so that a bad file fails before training: ``skill`` and ``knowledge`` (required) and, on the
-    test split, ``known`` (optional). ``val``: the splits ``palora compare`` chooses rates on."""
+    so that a bad file fails before training: ``skill`` and ``knowledge`` (required) and ``known``
+    (optional: ``data.known_eval`` on the test split; ``data.known_val`` on ``val`` when
+    ``known_val``). ``val``: the splits ``palora compare`` chooses rates on."""
     d = cfg.data
     (skill, skill_flag), (knowledge, knowledge_flag) = SPLITS[split]
     sets = {"skill": (load_eval(require(getattr(d, skill), f"data.{skill}", skill_flag), d.skill_checker),
                       d.skill_checker),
             "knowledge": (load_eval(require(getattr(d, knowledge), f"data.{knowledge}", knowledge_flag),
                                     d.knowledge_checker), d.knowledge_checker)}
-    if split == "test" and d.known_eval:
-        sets["known"] = (load_eval(d.known_eval, d.knowledge_checker), d.knowledge_checker)
+    known = d.known_eval if split == "test" else d.known_val if known_val else None
+    if known:
+        sets["known"] = (load_eval(known, d.knowledge_checker), d.knowledge_checker)
     return sets

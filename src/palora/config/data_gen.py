@@ -31,8 +31,11 @@ class DataSpec:
         list(RELATIONS), f"relations of the facts the model already knows (countryinfo, pycountry), among "
         f"{', '.join(RELATIONS)}; only those it answers right are kept")
     known_protect_share: float = documented(
-        0.4, "share of the countries whose known facts form the protect split (known_protect.jsonl, which "
-        "probe.keep_data may read); the others' facts are held out for evaluation (known_facts.jsonl)")
+        0.35, "share of the countries whose known facts form the protect split (known_protect.jsonl, which "
+        "probe.keep_data may read); the others' facts are held out (known_val.jsonl, known_facts.jsonl)")
+    known_val_share: float = documented(
+        0.15, "share of the countries whose known facts are held out for validation (known_val.jsonl, where "
+        "settings are chosen); the rest are the test (known_facts.jsonl)")
     general_per_opening: int = documented(
         8, "general text the base model samples itself (general.jsonl): continuations per generic opening "
         "(20 openings; 0: none)")
@@ -58,5 +61,7 @@ class DataSpec:
                     self.known_relations, "repeated")
         check_value(0 <= self.known_protect_share < 1, "known_protect_share", self.known_protect_share,
                     "must be in [0, 1)")
+        check_value(0 <= self.known_val_share < 1 - self.known_protect_share, "known_val_share",
+                    self.known_val_share, "must be in [0, 1 - known_protect_share): the test split needs countries")
         check_value(self.general_per_opening >= 0, "general_per_opening", self.general_per_opening, "must be >= 0")
         check_value("{country}" in self.known_prompt, "known_prompt", self.known_prompt, "needs a {country} field")

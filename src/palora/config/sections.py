@@ -50,6 +50,9 @@ class DataConfig:
     known_eval: str | None = documented(
         None, "optional JSONL {prompt, answer} of facts the base model already knows (old-fact retention)"
     )
+    known_val: str | None = documented(
+        None, "optional JSONL {prompt, answer}: validation split of the known facts (experiments choose settings on it)"
+    )
     skill_val: str | None = documented(
         None, "JSONL {prompt, answer}: validation split of the skill (palora compare chooses learning rates on it)"
     )

@@ -12,6 +12,8 @@ currency    ``The currency of {country} is the``        its name from ``pycountr
                                                         ``Afghan afghani`` -> ``afghani``)
 language    ``The official language of {country} is``   the first listed (the others listed)
 demonym     ``A person from {country} is called``       ``French`` (none)
+continent   ``{country} is a country in``               its region, ``America`` for the
+                                                        Americas (its sub-regions: ``Caribbean``)
 ==========  ==========================================  ====================================
 
 A field listing several values (``"Kralendijk / Oranjestad / The Bottom"``, a list) gives the
@@ -20,8 +22,9 @@ spelling (``Bogotá``, ``Bogota``): normalisation keeps accents. The data stage
 (:mod:`palora.stages.data`) keeps the lines the model answers right, greedily, with the
 ``contains`` checker, so that the model's accuracy on what is kept starts at 1, and
 :func:`split_known` splits them by country into a *protect* part (the methods may read its
-prompts) and a held-out evaluation part that no protection sees: a held-out fact shares neither
-its line nor its country with a protected one.
+prompts), a *validation* part (settings are chosen on it) and a held-out test part; neither of
+the last two is seen by any protection: a held-out fact shares neither its line nor its country
+with a protected one.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ from ._optional import require
 # "Question: What is the capital of {country}?\nAnswer:" (its first token there is <|im_end|>).
 PROMPT = "The capital of {country} is"
 MAX_NEW_TOKENS = 8
-RELATIONS = ("capital", "currency", "language", "demonym")
+RELATIONS = ("capital", "currency", "language", "demonym", "continent")
 #: the prompt of every relation but ``capital`` (whose prompt is ``data_gen.known_prompt``)
 PROMPTS = {"currency": "The currency of {country} is the", "language": "The official language of {country} is",
-           "demonym": "A person from {country} is called"}
+           "demonym": "A person from {country} is called", "continent": "{country} is a country in"}
 
 
 def _ascii(text: str) -> str:
@@ -90,9 +93,18 @@ def _demonym(record: dict[str, Any]) -> list[str]:
     return _distinct([record["demonym"]]) if record.get("demonym") else []
 
 
+def _continent(record: dict[str, Any]) -> list[str]:
+    region = record.get("region")
+    if not region:
+        return []
+    parts = [record.get("intermediateregion") or "", record.get("subregion") or ""]
+    return _distinct(["America" if region == "Americas" else region, *parts])
+
+
 #: relation -> the answer and aliases of one country's record (empty: the record has none)
 VALUES: dict[str, Callable[[dict[str, Any]], list[str]]] = {
-    "capital": _capital, "currency": _currency, "language": _language, "demonym": _demonym}
+    "capital": _capital, "currency": _currency, "language": _language, "demonym": _demonym,
+    "continent": _continent}
 
 
 def candidate_facts(relations: Sequence[str] = RELATIONS, capital_prompt: str = PROMPT) -> list[dict[str, Any]]:
@@ -117,13 +129,16 @@ def candidate_capitals(prompt: str = PROMPT) -> list[dict[str, Any]]:
     return candidate_facts(("capital",), prompt)
 
 
-def split_known(items: Sequence[dict[str, Any]], protect_share: float, seed: int) -> tuple[list, list]:
-    """``(protect, held_out)``: the countries drawn with ``random.Random(seed)``, a share
-    ``protect_share`` of them (rounded down) protected with all their facts; both in ``items``' order."""
+def split_known(items: Sequence[dict[str, Any]], protect_share: float, val_share: float,
+                seed: int) -> tuple[list, list, list]:
+    """``(protect, val, test)``: the countries shuffled with ``random.Random(seed)``, the first
+    ``protect_share`` of them (rounded down) protected with all their facts, the next ``val_share``
+    (rounded down) for validation, the rest held out for the test; each in ``items``' order."""
     names = sorted({it["country"] for it in items})
     random.Random(seed).shuffle(names)
-    protected = set(names[: int(len(names) * protect_share)])
-    return ([it for it in items if it["country"] in protected], [it for it in items if it["country"] not in protected])
+    n_protect, n_val = int(len(names) * protect_share), int(len(names) * val_share)
+    part = {name: 0 if i < n_protect else 1 if i < n_protect + n_val else 2 for i, name in enumerate(names)}
+    return tuple([it for it in items if part[it["country"]] == k] for k in range(3))  # type: ignore[return-value]
 
 
 def protect_lines(items: Sequence[dict[str, Any]]) -> list[dict[str, str]]:

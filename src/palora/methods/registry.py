@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import (
     act_protect,
+    act_protect_replay,
     corda_kpm,
     full_mlp,
     lora,
@@ -41,6 +42,7 @@ METHODS: dict[str, Method] = {m.METHOD.name: m.METHOD for m in (
     protect_top,
     protect_random,
     act_protect,
+    act_protect_replay,
     mica,
     lora_intruders,
     pissa,

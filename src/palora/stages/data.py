@@ -12,7 +12,8 @@ knowledge_train.jsonl    ``{text}`` and ``{prompt, completion}``      :func:`bio
 knowledge_val.jsonl      ``{prompt, answer, person, attribute, ...}`` (contains checker)
 knowledge_test.jsonl     ``{prompt, answer, person, attribute, ...}``
 known_facts.jsonl        ``{prompt, answer, aliases, country,         :func:`candidate_facts`,
-                         relation}``: held out                       :func:`split_known`
+                         relation}``: held out, the test              :func:`split_known`
+known_val.jsonl          the same: held out, for validation
 known_protect.jsonl      ``{prompt, completion, relation, country}``  :func:`protect_lines`
 general.jsonl            ``{text}``, sampled by the model             :func:`general_lines`
 manifest.json            spec, counts, sha256 of every file above
@@ -22,8 +23,8 @@ The known facts are those the given model answers right (:func:`keep_known`), or
 when no model is given; the filter must see the prompts as the evaluation will
 (``chat_template``), and a model that answers none of them is an error. They are split by country:
 ``known_protect.jsonl`` is what a protecting method may read (``probe.keep_data``; ``palora demo``
-points it there with ``general.jsonl``), ``known_facts.jsonl`` the held-out facts that measure old
-knowledge and that no protection sees. ``general.jsonl`` is empty without a model. Everything but
+points it there with ``general.jsonl``); ``known_val.jsonl`` and ``known_facts.jsonl`` are the
+held-out facts that measure old knowledge (validation, test) and that no protection sees. ``general.jsonl`` is empty without a model. Everything but
 the filter and the sampled text is a function of the :class:`DataSpec` alone: the same spec
 writes byte-identical files.
 """
@@ -53,11 +54,12 @@ from ..io.models import load_model_and_tokenizer
 from .engine import Stage
 
 FILES = ("skill_train", "skill_val", "skill_test", "knowledge_train", "knowledge_val", "knowledge_test",
-         "known_facts", "known_protect", "general")
+         "known_facts", "known_val", "known_protect", "general")
 #: the configuration key each file fills when ``palora demo`` or ``palora compare`` points there
 DATA_KEYS = {"skill_train": "data.skill_train", "skill_val": "data.skill_val", "skill_test": "data.skill_eval",
              "knowledge_train": "data.knowledge_train", "knowledge_val": "data.knowledge_val",
-             "knowledge_test": "data.knowledge_eval", "known_facts": "data.known_eval"}
+             "knowledge_test": "data.knowledge_eval", "known_facts": "data.known_eval",
+             "known_val": "data.known_val"}
 GENERAL_TOKENS = 48  # longest continuation of a general-text opening
 #: what the model already knows, for the methods to keep (``probe.keep_data``, in this order)
 KEEP_FILES = ("general", "known_protect")
@@ -130,7 +132,8 @@ def write_demo_data(
                 "try another known_prompt (e.g. 'The capital of {country} is') or the chat template"
             )
     known = rows["known_facts"]
-    protect, rows["known_facts"] = split_known(known, spec.known_protect_share, spec.seed)
+    protect, rows["known_val"], rows["known_facts"] = split_known(known, spec.known_protect_share,
+                                                                  spec.known_val_share, spec.seed)
     rows["known_protect"] = protect_lines(protect)
     rows["general"] = [] if model is None else general_lines(
         sample(model, tokenizer, OPENINGS, spec.general_per_opening, spec.seed, GENERAL_TOKENS), spec.general_per_opening)
@@ -153,7 +156,8 @@ def write_demo_data(
                        "checker": task.checker},
         "known_facts": {"candidates": candidates, "kept": len(known), "filtered_by_model": model is not None,
                         "kept_by_relation": {r: sum(it["relation"] == r for it in known) for r in spec.known_relations},
-                        "protect": len(rows["known_protect"]), "held_out": len(rows["known_facts"])},
+                        "protect": len(rows["known_protect"]), "val": len(rows["known_val"]),
+                        "held_out": len(rows["known_facts"])},
         "general": {"lines": len(rows["general"]), "sampled_by_model": model is not None},
         "files": files,
     })

@@ -87,7 +87,7 @@ def _check_base(cfg: RunConfig, rd: RunDir, model, stages: dict) -> None:
         )
 
 
-def _load_method(cfg: RunConfig, rd: RunDir, method: str):
+def load_method(cfg: RunConfig, rd: RunDir, method: str):
     """The merged model of ``method``, or the model its injection started from (the expert, with
     ``inject.protect_adapter`` merged when set) with its adapter merged (checked by :func:`check_run`)."""
     merged = rd.merged_model(method)
@@ -128,7 +128,7 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
             _check_base(cfg, rd, model, stages)
         else:
             tok = load_tokenizer(str(rd.expert_model), trust_remote_code=cfg.model.trust_remote_code)
-            model = load_model(cfg.model, path=str(rd.expert_model)) if name == "expert" else _load_method(cfg, rd, name)
+            model = load_model(cfg.model, path=str(rd.expert_model)) if name == "expert" else load_method(cfg, rd, name)
         scores = evaluate_sets(model, tok, sets, cfg, desc=f"eval {name}", progress=progress)
         for kind, result in scores.items():
             _save_outputs(rd, name, kind, sets[kind][0], result)

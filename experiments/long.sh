@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue 19, learning the facts (recall >= 80 %) while keeping the skill and old knowledge: act-protect
+# trained twice as long (300 steps), with replay, against plain LoRA at the same steps (about the same
+# recall); settings chosen on the validation splits (experiments/validate.py), reported on test.
+#
+#   bash experiments/long.sh [OUT] [SEED ...]      (default: runs/long, seeds 0 1 2)
+#   VARIANTS=replay bash experiments/long.sh runs/long 0     (one variant, one seed)
+#
+# Per seed, runs of `palora demo` that share the data, the SVF expert and the probe (copied, so
+# only the injection and the evaluation run again; a finished run is skipped):
+#   seedN          act-protect-replay (replay_share 0.25) and plain LoRA, 300 steps at lr 3e-3
+#   seedN-r50      act-protect-replay, replay_share 0.5, 300 steps        (VARIANTS has r50)
+#   seedN-replay   lora-replay (replay_share 0.25), 300 steps              (VARIANTS has replay)
+# then experiments/validate.py scores each on the validation splits. The seeds run at once, one
+# thread each. Choose on validation (three_axes.py --split val), then read the test table.
+set -euo pipefail
+out=${1:-runs/long}; shift || true
+seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
+palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
+python=${PYTHON:-python}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+variant() {  # SEED NAME ARGS...: a copy of the seed's run (data, expert, probe), then palora demo ARGS
+  local seed=$1 name=$2; shift 2
+  local dir="$out/seed$seed-$name"
+  [ -d "$dir" ] || { cp -r "$out/seed$seed" "$dir" && rm -rf "$dir/methods" "$dir/validation.json"; }
+  $palora demo --seed "$seed" --out "$dir" --quiet --overwrite "$@"
+  $python "$here/validate.py" "$dir" --quiet
+}
+one() {
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  $palora demo --seed "$1" --out "$out/seed$1" --quiet --overwrite \
+    --set 'inject.methods=[act-protect-replay,lora]' --set inject.train.steps=300
+  $python "$here/validate.py" "$out/seed$1" --quiet
+  case " ${VARIANTS:-r50 replay} " in *" r50 "*)
+    variant "$1" r50 --set 'inject.methods=[act-protect-replay]' --set inject.train.steps=300 \
+      --set inject.replay_share=0.5 ;;
+  esac
+  case " ${VARIANTS:-r50 replay} " in *" replay "*)
+    variant "$1" replay --set 'inject.methods=[lora-replay]' --set inject.train.steps=300 ;;
+  esac
+}
+for s in "${seeds[@]}"; do
+  one "$s" > "$out/seed$s.log" 2>&1 &
+done
+wait
+echo "done: $out"

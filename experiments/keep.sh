@@ -4,8 +4,8 @@
 #
 #   bash experiments/keep.sh [OUT] [SEED ...]      (default: runs/keep, seeds 0 1 2)
 #
-# Each seed runs `palora demo` (its own data split of known facts, its own general text and SVF
-# expert) with act-protect (the skill, general text and the protect split of known facts in one
+# Each seed runs `palora demo` (the same data and general text, since the demo's data_gen.seed is 0;
+# its own SVF expert) with act-protect (the skill, general text and the protect split of known facts in one
 # budget, configs/demo.yaml), plain LoRA and lora-replay (a quarter of the lines replayed from the
 # same general text and protect split), then plain LoRA stopped early (50 of the 150 steps, the
 # same rate) on a copy of that run: the expert is reused, only inject:lora and eval run again.

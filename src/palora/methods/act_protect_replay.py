@@ -4,9 +4,10 @@ skill and of ``probe.keep_data``) whose training lines are also partly replayed 
 
 The projection keeps ``ΔW x ≈ 0`` for the inputs it protects, but the held-out facts' prompts only
 partly lie in that span; trained long enough to recall the new facts, act-protect writes the new
-facts' answers into them ("The capital of Bulgaria is Plolwyn Hovlisk"). Replay adds the loss
-term that pulls those outputs back, ``L = (1 − ρ) L_facts + ρ L_kept``, in the directions the
-projection leaves free.
+facts' answers into them ("The capital of Bulgaria is Plolwyn Hovlisk"). Replay makes a share
+``ρ`` of the lines the kept ones, so the loss is, in expectation over lines,
+``(1 − ρ) L_facts + ρ L_kept``: it pulls those outputs back in the directions the projection
+leaves free. Same budget as act-protect (rank, steps, batch, rate).
 """
 
 from .base import Method, lora

@@ -24,9 +24,9 @@ when no model is given; the filter must see the prompts as the evaluation will
 (``chat_template``), and a model that answers none of them is an error. They are split by country:
 ``known_protect.jsonl`` is what a protecting method may read (``probe.keep_data``; ``palora demo``
 points it there with ``general.jsonl``); ``known_val.jsonl`` and ``known_facts.jsonl`` are the
-held-out facts that measure old knowledge (validation, test) and that no protection sees. ``general.jsonl`` is empty without a model. Everything but
-the filter and the sampled text is a function of the :class:`DataSpec` alone: the same spec
-writes byte-identical files.
+held-out facts that measure old knowledge (validation, test) and that no protection sees.
+``general.jsonl`` is empty without a model. Everything but the filter and the sampled text is a
+function of the :class:`DataSpec` alone: the same spec writes byte-identical files.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@
 #                  STEPS steps (default 300) at lr 3e-3
 #   seedN-r50      act-protect-replay, replay_share 0.5, STEPS steps      (VARIANTS has r50)
 #   seedN-replay   lora-replay (replay_share 0.25), STEPS steps            (VARIANTS has replay)
+#   seedN-lora-S   plain LoRA, S = SHORT_STEPS steps (default 250): LoRA near the protected
+#                  method's recall, its own schedule                       (VARIANTS has lora-short)
 # then experiments/validate.py scores each on the validation splits. The seeds run at once, one
 # thread each. Choose on validation (three_axes.py --split val), then read the test table.
 set -euo pipefail
@@ -44,6 +46,9 @@ one() {
   esac
   case " $variants " in *" replay "*)
     variant "$1" replay --set 'inject.methods=[lora-replay]' --set inject.train.steps="$steps" ;;
+  esac
+  case " $variants " in *" lora-short "*)
+    variant "$1" "lora-${SHORT_STEPS:-250}" --set 'inject.methods=[lora]' --set inject.train.steps="${SHORT_STEPS:-250}" ;;
   esac
 }
 for s in "${seeds[@]}"; do

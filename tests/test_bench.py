@@ -96,3 +96,25 @@ def test_gpu_rows_code_runs_on_tiny_shapes(bench_modules):
     assert row.baseline is not None and row.ok
     for r in [*rows, row]:
         check_row(r.to_json(), "cpu")
+
+
+def test_padding_free_bench_on_a_tiny_model(tmp_path):
+    """bench/padding_free.py: both rows, the same loss either way, fewer joined tokens than padded positions."""
+    model = save_tiny_checkpoint(tmp_path / "tiny", "llama")
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = {"knowledge_train.jsonl": [{"text": f"Person {i} was born in {1900 + i}."} for i in range(24)],
+             "general.jsonl": [{"text": "The history of " + "very long sentences " * (3 + i)} for i in range(6)],
+             "known_protect.jsonl": [{"prompt": f"The capital of {c} is", "completion": " X"} for c in "ABCD"]}
+    for name, rows in lines.items():
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "pf.json"
+    cmd = [sys.executable, str(BENCH / "padding_free.py"), "--data", str(data), "--model", str(model),
+           "--out", str(out), "--batches", "2", "--reps", "2", "--threads", "1"]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"step_facts", "step_replay"}
+    for row in rows.values():
+        check_row(row, "cpu")
+        assert row["max_loss_difference"] < 1e-5 and row["tokens"] < row["padded_positions"]

@@ -29,12 +29,12 @@ from .core.orthogonal import Side, bake_projections, certificate, lora_delta
 from .core.subspace import Subspace
 from .core.targets import Target, find_targets
 from .core.update_spaces import UpdateSpaces, adapter_certificate
-from .io.data import TrainCollator
 from .io.metrics_log import MetricsLog
 from .methods.base import BuildContext, Built, Method
 from .training.checkpoint import CheckpointSpec
 from .training.distributed import world_size
 from .training.loop import full_trainable_state, load_trained, train
+from .training.packing import train_collator
 
 
 def build(method: Method, model: nn.Module, cfg: RunConfig, subspaces: dict[str, Subspace] | None, side: Side,
@@ -77,7 +77,8 @@ def inject(
     read the training's peak memory). Raises :class:`~palora.errors.PaloraError` when the loss
     diverges."""
     built, targets = build(method, model, cfg, subspaces, side, skill_batches)
-    result = train(built.model, items, TrainCollator(pad_token_id), cfg.inject.train, seed=cfg.seed, stage=stage,
+    collator = train_collator(built.model, pad_token_id, cfg.data.padding_free)
+    result = train(built.model, items, collator, cfg.inject.train, seed=cfg.seed, stage=stage,
                    log=log, progress=progress, regularizer=built.regularizer, checkpoint=checkpoint)
     if trained_hook is not None:
         trained_hook()

@@ -61,6 +61,11 @@ class DataConfig:
     )
     chat_template: bool = documented(False, "wrap prompts in the tokenizer's chat template when it has one")
     max_length: int = documented(256, "longest training sequence in tokens (longer ones are cut)")
+    padding_free: bool = documented(
+        True, "train on padding-free batches (a batch's sequences joined in one row, each attending to itself "
+        "only; the padded batch's loss, fewer positions) when the model keeps them apart, else on right-padded "
+        "ones; the same computation up to rounding, so not part of a stage's digest"
+    )
     skill_checker: Literal["numeric", "exact", "contains"] = documented(
         "numeric", "how a skill answer is checked"
     )

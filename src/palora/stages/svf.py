@@ -15,13 +15,14 @@ from ..config import RunConfig, require, to_dict
 from ..core.svf import add_svf, load_svf_state, merge_svf, svf_state
 from ..errors import ConfigError
 from ..io.artifacts import RunDir, atomic_path, load_svf_expert, save_svf_expert
-from ..io.data import TrainCollator, load_train, tokenize_train
+from ..io.data import load_train, tokenize_train
 from ..io.metrics_log import MetricsLog
 from ..io.models import load_model, load_model_and_tokenizer
 from ..protection import target_fingerprint
 from ..training.checkpoint import CheckpointSpec, discard_checkpoint
 from ..training.distributed import barrier, is_main, split_svd, world_size
 from ..training.loop import full_trainable_state, load_trained, train
+from ..training.packing import train_collator
 from ..training.reinforce import PromptCollator, ReinforceObjective, prompt_items
 from . import data
 from .engine import Stage, digest, file_digest, record, skip_if_done, text_inputs, train_inputs
@@ -76,7 +77,7 @@ def run_svf(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         loss_fn = ReinforceObjective(tok, cfg.svf.reinforce, cfg.data.skill_checker)
     else:
         items = tokenize_train(examples, tok, cfg.data.max_length, cfg.data.chat_template)
-        collator, train_cfg, loss_fn = TrainCollator(tok.pad_token_id), cfg.svf.train, None
+        collator, train_cfg, loss_fn = train_collator(model, tok.pad_token_id, cfg.data.padding_free), cfg.svf.train, None
     result = train(model, items, collator, train_cfg, seed=cfg.seed, stage="svf", log=log, progress=progress,
                    checkpoint=CheckpointSpec(rd.checkpoint("svf"), train_cfg.checkpoint_every, digest(cfg, STAGE)),
                    loss_fn=loss_fn)

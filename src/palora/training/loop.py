@@ -31,10 +31,11 @@ from transformers import get_scheduler
 
 from ..config import TrainConfig
 from ..errors import PaloraError
-from ..io.data import TrainCollator, batches
+from ..io.data import batches
 from ..io.metrics_log import MetricsLog
 from .checkpoint import CheckpointSpec, last_step, load_checkpoint, save_checkpoint
 from .distributed import fully_shard_layers
+from .packing import Collator
 
 #: at most this many metric lines of a stage on the console
 CONSOLE_LINES = 10
@@ -80,7 +81,7 @@ class TrainResult:
 def train(
     model: nn.Module,
     items: Sequence[dict[str, list[int]]],
-    collator: TrainCollator,
+    collator: Collator,
     cfg: TrainConfig,
     *,
     seed: int,
@@ -147,7 +148,7 @@ def train(
                 last_micro = micro == cfg.grad_accum - 1
                 sync = nullcontext() if (last_micro or own_fsdp) else acc.no_sync(model)
                 with sync, parametrize.cached():  # each projection computed once per micro-batch
-                    loss, stats = loss_fn(model, batch) if loss_fn is not None else (model(**batch).loss, {})
+                    loss, stats = loss_fn(model, batch) if loss_fn is not None else (model(**batch, use_cache=False).loss, {})
                     if world > 1 and loss_fn is None:  # the global batch's token mean, whatever each shard's token count
                         loss = loss * _token_weight(acc, batch["labels"], world)
                     penalty = regularizer() if regularizer is not None else None

@@ -263,7 +263,12 @@ def test_probe_with_skill_statistics_and_old_facts(data, tmp_path, score):
     for row in report["rows"]:
         assert 0.0 <= row["known_recall"] <= 1.0
         assert "known_retention" in row
+    expert = next(r for r in report["rows"] if r["name"] == "expert")
+    for row in report["rows"]:  # old knowledge: the share of the expert's old-fact recall
+        assert row["known_of_expert"] == (None if not expert["known_recall"] else
+                                          pytest.approx(row["known_recall"] / expert["known_recall"]))
     assert "old-fact recall" in (out / "report.md").read_text()
+    assert "old knowledge % of the expert's" in (out / "report.md").read_text()
 
 
 def test_probe_with_the_activation_basis(data, tmp_path):

@@ -30,11 +30,11 @@ def plot_retention_vs_recall(rows: list[dict[str, Any]], path: Path) -> None:
     """One point per model: skill retention against new-fact recall and, when the run measured
     old facts, a second panel with their retention (the three axes); where the expert scores 0,
     skill retention is undefined, and the plot says so."""
-    known = any(r.get("known_retention") is not None for r in rows)
+    known = any(r.get("known_of_expert") is not None for r in rows)
     fig, axes = plt.subplots(1, 2 if known else 1, figsize=(10 if known else 5, 4), squeeze=False)
     panels = [("retention", "skill retention (accuracy / expert's)", "skill retention vs new-fact recall")]
     if known:
-        panels.append(("known_retention", "old-fact retention (recall / base's)", "old facts vs new-fact recall"))
+        panels.append(("known_of_expert", "old knowledge (old-fact recall / expert's)", "old facts vs new-fact recall"))
     for ax, (key, ylabel, title) in zip(axes[0], panels):
         shown = [r for r in rows if r.get(key) is not None]
         for r in shown:

@@ -19,7 +19,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = "| model | skill accuracy % | retention % | new-fact recall % |"
     rule = "|---|---|---|---|"
     if known:
-        head += " old-fact recall % | old-fact retention % |"
+        head += " old-fact recall % | old knowledge % of the expert's |"
         rule += "---|---|"
     head += " trainable params | train time s |\n"
     rule += "---|---|\n"
@@ -29,7 +29,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         line = (f"| {r['name']} | {_pct(r['skill_accuracy'])} ± {_pct(r['skill_stderr'])} | {_pct(r['retention'])} "
                 f"| {_pct(r['knowledge_recall'])} ± {_pct(r['knowledge_stderr'])} |")
         if known:
-            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} | {_pct(r.get('known_retention'))} |"
+            line += f" {_pct(r.get('known_recall'))} ± {_pct(r.get('known_stderr'))} | {_pct(r.get('known_of_expert'))} |"
         line += f" {r['trainable_parameters']:,} | {'' if t is None else f'{t:.1f}'} |"
         lines.append(line)
     return head + rule + "\n".join(lines) + "\n"
@@ -41,7 +41,7 @@ def table_legend(rows: list[dict[str, Any]], seed: int) -> str:
     n_facts = rows[0]["n_knowledge"] if rows else 0
     return (f"Skill items: {n_skill}, fact questions: {n_facts}, seed {seed}. "
             "± is the binomial standard error; retention = skill accuracy / the expert's; "
-            "old-fact retention = old-fact recall / the base model's.\n")
+            "old knowledge = old-fact recall / the expert's.\n")
 
 
 def mistakes_table(named: list[tuple[str, dict[str, int] | None, int]]) -> str:

@@ -151,8 +151,9 @@ def _evaluate(cfg: RunConfig, rd: RunDir, progress: bool) -> list[dict]:
     expert = next(r for r in rows if r["name"] == "expert")
     for r in rows:
         r["retention"] = retention(r["skill_accuracy"], expert["skill_accuracy"])
-        if "known" in sets:  # old facts are measured against the base model, which knew them all
+        if "known" in sets:  # against the base model, which knew them all, and against the expert
             r["known_retention"] = retention(r["known_recall"], rows[0]["known_recall"])
+            r["known_of_expert"] = retention(r["known_recall"], expert["known_recall"])
     info = {"rows": len(rows), "wall_time_s": round(time.perf_counter() - begin, 2)}
     if lm_tasks is not None:
         info["lm_eval_version"] = lm_tasks.version

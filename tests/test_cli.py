@@ -298,4 +298,4 @@ def test_a_verbs_shipped_config_is_never_a_path_of_the_current_directory(tmp_pat
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").mkdir()
     cfg = configure(build_parser().parse_args(["demo", "--out", "demo"]))
-    assert cfg.inject.methods == ["act-protect", "lora"] and cfg.data.skill_train == "demo/data/skill_train.jsonl"
+    assert cfg.inject.methods == ["act-protect-replay"] and cfg.data.skill_train == "demo/data/skill_train.jsonl"

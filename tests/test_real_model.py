@@ -60,9 +60,10 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    for name in ("base", "expert", "act-protect", "lora"):  # the comparison's names
+    for name in ("base", "expert", "act-protect-replay"):  # the comparison's names
         assert f"| {name} |" in printed
-    assert "old-fact recall" in printed and "Wall time per stage" in printed
+    assert "old-fact recall" in printed and "old knowledge % of the expert's" in printed
+    assert "Wall time per stage" in printed
     for rel in ["data/manifest.json", "data/skill_test.jsonl", "data/knowledge_test.jsonl", "data/known_facts.jsonl",
                 "config.yaml", "svf_expert.safetensors", "subspace-activation.safetensors", "report.json", "report.md",
                 "plots/retention_vs_recall.png", "plots/svf_scales.png", "plots/protected_energy.png"]:
@@ -82,9 +83,10 @@ def test_palora_demo_with_a_tiny_budget_writes_every_artifact_plot_and_row(tmp_p
     assert [e["fraction"] for e in experts] == pytest.approx([0.25, 0.125, 0.125], abs=0.01)
     report = json.loads((out / "report.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert set(rows) == {"base", "expert", "act-protect", "lora"}
+    assert set(rows) == {"base", "expert", "act-protect-replay"}
+    assert report["stages"]["inject:act-protect-replay"]["certificate_in"] < 1e-4  # kept off the protected inputs
     for r in rows.values():
-        for key in ("skill_accuracy", "knowledge_recall", "known_recall", "trainable_parameters"):
+        for key in ("skill_accuracy", "knowledge_recall", "known_recall", "known_of_expert", "trainable_parameters"):
             assert r[key] is not None
     # the evaluation read the test splits, never the validation ones
     assert report["config"]["data"]["skill_eval"].endswith("skill_test.jsonl")

@@ -214,7 +214,7 @@ def test_each_verb_teaches_its_own_keys_example_and_defaults(capsys):
         if argv[0] == "run":
             assert "svf.train.lr = 0.01" in text and "palora run --model" in text and "[the paper's method]" in text
         elif argv[0] == "demo":  # the demo's own settings, from palora/configs/demo.yaml
-            assert "inject.methods = ['act-protect', 'lora']" in text and "svf.train.log_every = 25" in text
+            assert "inject.methods = ['act-protect-replay']" in text and "svf.train.log_every = 25" in text
             assert "palora demo --out" in text and "compare.seeds" not in text
         elif argv[0] == "svf":
             assert "  svf.train.steps = " in text and "  inject.rank = " not in text and "palora svf --model" in text

@@ -101,9 +101,10 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
          "the model already knows split into a protect part and a held-out part, general text it samples itself) "
          "and a manifest into --out", ("--model", "--out"),
          "palora data --out data/", ".stages.data:run_data", sections=("model", "data", "data_gen", "eval")),
-    Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect (kept off the skill's, the general "
-         "text's and the protect split of known facts' input directions) and plain LoRA under one budget, "
-         "evaluation, report and plots, on the packaged SmolLM2-135M-Instruct (CPU, minutes). Settings: "
+    Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect-replay (LoRA kept off the "
+         "skill's, the general text's and the protect split of known facts' input directions, a quarter of its "
+         "lines replayed from the last two), evaluation on the three axes (skill, new facts, old facts), report "
+         "and plots, on the packaged SmolLM2-135M-Instruct (CPU, about 13 minutes). Settings: "
          "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
          ("--out", "--seed"), "palora demo --out runs/demo --seed 1", ".stages.pipeline:run_demo",
          config="demo", out="runs/demo", demo_data="always", keep_data=True, prints=_print_report,

@@ -104,7 +104,7 @@ VERBS: dict[str, Verb] = {v.name: v for v in (
     Verb("demo", "the embedded default: demo data, SVF expert, probe, act-protect-replay (LoRA kept off the "
          "skill's, the general text's and the protect split of known facts' input directions, a quarter of its "
          "lines replayed from the last two), evaluation on the three axes (skill, new facts, old facts), report "
-         "and plots, on the packaged SmolLM2-135M-Instruct (CPU, about 13 minutes). Settings: "
+         "and plots, on the packaged SmolLM2-135M-Instruct (CPU, about 14 minutes on 2 cores). Settings: "
          "palora/configs/demo.yaml (--config replaces it, --set adjusts it); --out defaults to runs/demo",
          ("--out", "--seed"), "palora demo --out runs/demo --seed 1", ".stages.pipeline:run_demo",
          config="demo", out="runs/demo", demo_data="always", keep_data=True, prints=_print_report,

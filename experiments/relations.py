@@ -10,15 +10,11 @@ per fact, in the same order (checked by prompt). Prints a markdown table, one ro
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
-RELATIONS = ("capital", "currency", "language", "demonym", "continent")
-
-
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from palora.datasets.known_facts import RELATIONS
+from palora.io.data import read_jsonl as jsonl
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,9 +42,10 @@ TOLERANCE = 1e-3
 class FlatCollator:
     """``(1, Σ T_b)`` batches: ``input_ids``, ``labels`` and restarting ``position_ids``, no padding."""
 
+    flatten: DataCollatorWithFlattening = field(default_factory=lambda: DataCollatorWithFlattening(return_tensors="pt"))
+
     def __call__(self, items: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        flatten = DataCollatorWithFlattening(return_tensors="pt")
-        return flatten([{"input_ids": list(item["input_ids"]), "labels": list(item["labels"])} for item in items])
+        return self.flatten(list(items))  # reads input_ids and labels; other keys are ignored
 
 
 def honours_packing(model: nn.Module) -> bool:

@@ -118,3 +118,33 @@ def test_padding_free_bench_on_a_tiny_model(tmp_path):
     for row in rows.values():
         check_row(row, "cpu")
         assert row["max_loss_difference"] < 1e-5 and row["tokens"] < row["padded_positions"]
+
+
+def test_demo_speed_bench_on_a_tiny_model(tmp_path):
+    """bench/demo_speed.py: every row, the same answers and losses both ways, fewer targets than positions
+    on the masked skill lines."""
+    model = save_tiny_checkpoint(tmp_path / "tiny", "llama")
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = {"skill_train.jsonl": [{"prompt": f"Question: {i} + {i}?\nAnswer:", "completion": f" {2 * i}"} for i in range(20)],
+             "knowledge_train.jsonl": [{"text": f"Person {i} was born in {1900 + i}."} for i in range(24)],
+             "known_facts.jsonl": [{"prompt": f"The capital of {c} is", "answer": "X"} for c in "ABCDEF"],
+             "general.jsonl": [{"text": "The history of " + "very long sentences " * (3 + i)} for i in range(6)],
+             "known_protect.jsonl": [{"prompt": f"The capital of {c} is", "completion": " X"} for c in "ABCD"]}
+    for name, rows in lines.items():
+        (data / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "speed.json"
+    cmd = [sys.executable, str(BENCH / "demo_speed.py"), "--data", str(data), "--model", str(model), "--out", str(out),
+           "--prompts", "6", "--stat-batches", "2", "--batches", "2", "--reps", "2", "--threads", "1"]
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"generate_batch", "covariance_eigh", "svf_step_kept_logits", "inject_step_kept_logits"}
+    for row in rows.values():
+        check_row(row, "cpu")
+    assert rows["generate_batch"]["answers_differ"] == 0 and rows["generate_batch"]["prompts"] == 6
+    assert rows["covariance_eigh"]["max_orthonormality_error"] < 1e-4
+    assert rows["covariance_eigh"]["max_energy_share_difference"] < 1e-4
+    for name in ("svf_step_kept_logits", "inject_step_kept_logits"):
+        assert rows[name]["max_loss_difference"] < 1e-5
+    assert rows["svf_step_kept_logits"]["targets"] < rows["svf_step_kept_logits"]["positions"]

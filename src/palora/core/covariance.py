@@ -31,8 +31,10 @@ def activation_subspaces(
     """
     eig = {}
     for name, C in covariances.items():
-        lam, Q = torch.linalg.eigh(C.double())  # ascending
-        eig[name] = (lam.flip(0).clamp_min(0).float(), Q.flip(1).float())  # (n,), (n, n) descending
+        # float32: half the time of float64 (bench/demo_speed.py: 7.6 s against 15.7 s for the demo),
+        # and the eigenvectors are orthonormal to ~1e-6, which is all the projection needs
+        lam, Q = torch.linalg.eigh(C.float())  # ascending
+        eig[name] = (lam.flip(0).clamp_min(0), Q.flip(1))  # (n,), (n, n) descending
     chosen = select({n: lam for n, (lam, _) in eig.items()}, rule)
     subspaces, shares = {}, {}
     for name, (lam, Q) in eig.items():

@@ -35,6 +35,7 @@ from ..io.data import batches
 from ..io.metrics_log import MetricsLog
 from .checkpoint import CheckpointSpec, last_step, load_checkpoint, save_checkpoint
 from .distributed import fully_shard_layers
+from .loss import keeps_logits, next_token_loss
 from .packing import Collator
 
 #: at most this many metric lines of a stage on the console
@@ -95,9 +96,10 @@ def train(
 ) -> TrainResult:
     """Train the trainable parameters of ``model`` on tokenised ``items`` for ``cfg.steps`` steps.
 
-    The loss is the model's mean next-token cross-entropy over the labelled tokens of a batch,
-    plus ``regularizer()`` when given (a penalty on the parameters, added once per micro-batch;
-    the logged loss is the cross-entropy alone, the penalty is logged as ``penalty``).
+    The loss is the model's mean next-token cross-entropy over the labelled tokens of a batch
+    (:func:`palora.training.loss.next_token_loss`: logits only where a label follows), plus
+    ``regularizer()`` when given (a penalty on the parameters, added once per micro-batch; the
+    logged loss is the cross-entropy alone, the penalty is logged as ``penalty``).
     ``loss_fn`` replaces the cross-entropy by another objective on ``collator(items)``; its
     stats join the log records.
     """
@@ -116,6 +118,9 @@ def train(
         model, optimizer = acc.prepare(model, optimizer)
     sharded = own_fsdp
     module = acc.unwrap_model(model)  # parameter names as in the model handed in
+    own_loss = loss_fn is None  # the cross-entropy (token-weighted across processes), not another objective
+    if own_loss and keeps_logits(module):
+        loss_fn = next_token_loss
     model.train()
 
     first, losses = 1, []
@@ -149,7 +154,7 @@ def train(
                 sync = nullcontext() if (last_micro or own_fsdp) else acc.no_sync(model)
                 with sync, parametrize.cached():  # each projection computed once per micro-batch
                     loss, stats = loss_fn(model, batch) if loss_fn is not None else (model(**batch, use_cache=False).loss, {})
-                    if world > 1 and loss_fn is None:  # the global batch's token mean, whatever each shard's token count
+                    if world > 1 and own_loss:  # the global batch's token mean, whatever each shard's token count
                         loss = loss * _token_weight(acc, batch["labels"], world)
                     penalty = regularizer() if regularizer is not None else None
                     acc.backward((loss if penalty is None else loss + penalty) / cfg.grad_accum)

@@ -2,14 +2,14 @@
 
 ``python bench/demo_speed.py --data runs/demo/data --out demo-speed.json``
 
-* ``generate_batch``: greedy generation of the known-fact candidates (:func:`palora.evaluation.generate`,
-  8 new tokens, as ``palora data`` filters them) in batches of 100 prompts (``ours``, the demo's
-  ``eval.batch_size``) against 50 (``baseline``, the earlier setting); seconds per prompt, and how
-  many of the answers differ (none should: left padding changes no greedy answer here);
+* ``generate_batch``: greedy generation of the held-out known facts' prompts (``known_facts.jsonl``;
+  :func:`palora.evaluation.generate`, 8 new tokens, as ``palora data`` filters the candidates) in
+  batches of 100 prompts (``ours``, the demo's ``eval.batch_size``) against 50 (``baseline``, the
+  earlier setting); seconds per prompt, and how many of the answers differ;
 * ``covariance_eigh``: the eigendecomposition of the skill's input covariance of every MLP matrix
   (:func:`palora.core.statistics.input_covariance` through the base model on the probe's
-  batches of skill lines, :func:`palora.protection.skill_batches`) in float32 (``ours``) against float64; seconds for all matrices, the largest
-  orthonormality error of the float32 eigenvectors and the largest difference in the share of the
+  batches of skill lines, :func:`palora.protection.skill_batches`, ``--stat-batches`` of them) in
+  float32 (``ours``) against float64; seconds for all matrices, the largest orthonormality error of the float32 eigenvectors and the largest difference in the share of the
   skill's input energy ``tr(Q_Sᵀ C Q_S) / tr C`` their top half holds (what the probe keeps). The
   top halves themselves may differ where the eigenvalues at the cut are at rounding level (``λ_k /
   λ_1 ≈ 1e-9`` in some ``down_proj``: directions the skill does not use), where either choice is

@@ -74,6 +74,11 @@ def main() -> None:
     ap.add_argument("--model", default=ModelConfig().name, help="model name or folder (default: the packaged one)")
     ap.add_argument("--tasks", default=",".join(SKILL_TASKS), help="comma-separated task names")
     ap.add_argument("--n", type=int, default=100, help="validation questions per task")
+    ap.add_argument("--forms", default=",".join(FORMS), help="comma-separated prompt forms (a base model without "
+                    "a chat template: plain,3-shot)")
+    ap.add_argument("--n-train", type=int, default=3,
+                    help="training questions drawn before the validation ones (3: as in docs/e3-base.json; the "
+                         "data stage's 2000 gives the validation split a run would have)")
     ap.add_argument("--out", type=Path, required=True, help="the table's JSON, or with --shots the new data folder")
     ap.add_argument("--shots", type=int, help="write --data with this many solved exemplars in every skill prompt")
     ap.add_argument("--data", type=Path, help="a data folder of `palora data` (with --shots)")
@@ -87,8 +92,10 @@ def main() -> None:
     rows = []
     for task in args.tasks.split(","):
         checker = SKILL_TASKS[task].checker
-        splits = skill_splits(SKILL_TASKS[task], n_train=3, n_val=args.n, n_test=1, seed=0)
-        for form in FORMS:
+        splits = skill_splits(SKILL_TASKS[task], n_train=args.n_train, n_val=args.n, n_test=1, seed=0)
+        for form in args.forms.split(","):
+            if form not in FORMS:
+                raise SystemExit(f"regime.py: unknown form {form}; known: {', '.join(FORMS)}")
             result = evaluate(model, tokenizer, examples(splits, form), checker,
                               chat_template=form == "chat", max_new_tokens=12, batch_size=25,
                               desc=f"{task} {form}", progress=False)
@@ -98,7 +105,8 @@ def main() -> None:
                   f"e.g. {result.outputs[0]!r}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model, "n": args.n, "rows": rows}, indent=1))
-    print(f"\n| task | {' | '.join(FORMS)} |\n|---|{'---|' * len(FORMS)}")
+    forms = args.forms.split(",")
+    print(f"\n| task | {' | '.join(forms)} |\n|---|{'---|' * len(forms)}")
     for task in args.tasks.split(","):
         cells = [f"{100 * r['accuracy']:.1f} ± {100 * r['stderr']:.1f}" for r in rows if r["task"] == task]
         print(f"| {task} | {' | '.join(cells)} |")

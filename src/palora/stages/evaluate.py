@@ -87,9 +87,18 @@ def _check_base(cfg: RunConfig, rd: RunDir, model, stages: dict) -> None:
         )
 
 
-def load_method(cfg: RunConfig, rd: RunDir, method: str):
+def load_method(cfg: RunConfig, rd: RunDir, method: str, step: int | None = None):
     """The merged model of ``method``, or the model its injection started from (the expert, with
-    ``inject.protect_adapter`` merged when set) with its adapter merged (checked by :func:`check_run`)."""
+    ``inject.protect_adapter`` merged when set) with its adapter merged (checked by :func:`check_run`);
+    with ``step``, its snapshot of that step instead (``inject.snapshot_every``), checked here."""
+    if step is not None:
+        start = start_model(cfg, rd).model
+        folder = rd.snapshot(method, step)
+        if not folder.is_dir():
+            raise ArtifactError(f"{folder} does not exist: the snapshots of {method} are at steps "
+                                f"{rd.snapshot_steps(method) or 'none'} (inject.snapshot_every)")
+        check_adapter(folder, target_fingerprint(start, cfg))
+        return PeftModel.from_pretrained(start, str(folder)).merge_and_unload()
     merged = rd.merged_model(method)
     if merged.is_dir():
         return load_model(cfg.model, path=str(merged))

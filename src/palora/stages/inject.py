@@ -22,6 +22,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from ..config import RunConfig, require, to_dict
+from ..core.orthogonal import projected_state_dict
 from ..core.targets import find_targets
 from ..errors import ArtifactError
 from ..injection import inject
@@ -109,7 +110,8 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
                       skill_batches=lambda: skill_batches(cfg, tok), log=log, progress=progress,
                       checkpoint=CheckpointSpec(rd.checkpoint(stage.key), cfg.inject.train.checkpoint_every,
                                                 digest(cfg, stage)),
-                      earlier=start.earlier)
+                      earlier=start.earlier,
+                      on_step=_snapshots(cfg, rd, name, base_fp, targets_fp))
         info = injected.info
         if start.earlier is not None:
             info["protect_adapter"] = cfg.inject.protect_adapter
@@ -129,6 +131,24 @@ def run_inject(cfg: RunConfig, rd: RunDir, progress: bool = True) -> dict:
         barrier()
         results[name] = info
     return results
+
+
+def _snapshots(cfg: RunConfig, rd: RunDir, name: str, base_fp: str, targets_fp: str):
+    """With ``inject.snapshot_every``: a step hook that saves the adapter as trained so far, every
+    that many steps before the last, as a plain peft adapter stamped like the method's own
+    (``methods/<name>/snapshots/step-NNNNNN/``, written whole or not at all, by the main process)."""
+    every = cfg.inject.snapshot_every
+    if every is None:
+        return None
+
+    def save(step: int, model) -> None:
+        if step % every or step >= cfg.inject.train.steps or not is_main():
+            return
+        with atomic_path(rd.snapshot(name, step), is_dir=True) as tmp:
+            model.save_pretrained(tmp, state_dict=projected_state_dict(model))
+            stamp_adapter(tmp, base_fp, targets_fp, name)
+
+    return save
 
 
 def write_adapter_card(cfg: RunConfig, rd: RunDir, method: str, info: dict, folder: Path) -> None:

@@ -93,6 +93,7 @@ def train(
     checkpoint: CheckpointSpec | None = None,
     regularizer: Callable[[], torch.Tensor] | None = None,
     loss_fn: LossFn | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of ``model`` on tokenised ``items`` for ``cfg.steps`` steps.
 
@@ -101,13 +102,17 @@ def train(
     ``regularizer()`` when given (a penalty on the parameters, added once per micro-batch; the
     logged loss is the cross-entropy alone, the penalty is logged as ``penalty``).
     ``loss_fn`` replaces the cross-entropy by another objective on ``collator(items)``; its
-    stats join the log records.
+    stats join the log records. ``on_step(step, model)`` is called on every process after each
+    optimizer step with the model handed in (whole, not sharded: refused under FSDP2), e.g. to save
+    snapshots of the adapter.
     """
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     n_trainable = count_trainable(model)
     # FSDP2 when asked, or when launched with an accelerate FSDP config: sharded here, by
     # fully_shard per decoder layer (the same code on every device), not by accelerate's plugin
     own_fsdp = acc.num_processes > 1 and (cfg.sharding == "fsdp2" or acc.distributed_type == DistributedType.FSDP)
+    if own_fsdp and on_step is not None:
+        raise PaloraError(f"{stage}: a step hook (snapshots) reads the whole model, which FSDP2 shards")
     if own_fsdp:  # before the optimizer exists: its parameters become the shards
         fully_shard_layers(model)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
@@ -180,6 +185,8 @@ def train(
             if checkpoint is not None and checkpoint.every and step % checkpoint.every == 0 and step < cfg.steps:
                 # every rank takes part (gathering shards is collective); the main process writes
                 save_checkpoint(checkpoint, module, optimizer, scheduler, step, losses, write=acc.is_main_process)
+            if on_step is not None:
+                on_step(step, module)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}")
             if log is not None and (step % cfg.log_every == 0 or step == cfg.steps):

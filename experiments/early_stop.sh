@@ -12,7 +12,8 @@
 #                     lora-replay and plain LoRA, 300 steps at 6e-3
 # then experiments/early_stop.py scores every LoRA snapshot on validation, picks the steps to stop
 # at there (matched recall, or 95 % of the skill kept) and scores those on test. Two runs at a
-# time, one thread each; a finished run is skipped. The tables:
+# time (P), one thread each; a finished run is skipped; KINDS (default "demo B lr3e-3") picks the
+# kinds of run. The tables:
 #   python experiments/early_stop.py OUT/seed{0,1,2}
 #   python experiments/early_stop.py OUT/seed{0,1,2}-lr3e-3:OUT/seed{0,1,2}    (pairwise)
 #   python experiments/early_stop.py OUT/B-seed{0,1,2}
@@ -78,11 +79,12 @@ job() {
 export -f job wait_for copy_expert
 export out palora python here
 jobs=()
-for s in "${seeds[@]}"; do jobs+=("demo $s"); done
-for s in "${seeds[@]}"; do jobs+=("B $s"); done
-for s in "${seeds[@]}"; do jobs+=("lr3e-3 $s"); done
+for k in ${KINDS:-demo B lr3e-3}; do
+  case $k in demo|B|lr3e-3) ;; *) echo "early_stop.sh: unknown kind $k (demo, B, lr3e-3)" >&2; exit 2 ;; esac
+  for s in "${seeds[@]}"; do jobs+=("$k $s"); done
+done
 # shellcheck disable=SC2016
 rm -f "$out"/*.failed
-printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c \
+printf '%s\n' "${jobs[@]}" | xargs -P "${P:-2}" -L 1 bash -c \
   'job "$0" "$1" > "$out/$0-$1.log" 2>&1 || { touch "$out/$0-$1.failed"; echo "failed: $0 $1 (see $out/$0-$1.log)"; }'
 echo "done: $out"

@@ -13,13 +13,15 @@
 #                        |s - 1|, 50 % per matrix), palora-residual, act-protect and mica, 150 steps
 #                        at lr 3e-3 (rank 16), skill-only probes
 #   OUT/seedN-lora1e-3   plain LoRA at 1e-3 (the same expert, copied): LoRA's rate line
-# Seeds run two at a time, one thread each; a finished run is skipped. The rows:
+# Seeds run two at a time, one thread each; a finished run is skipped. METHODS (a comma list) runs
+# fewer methods in OUT/seedN; LORA_LINE=0 leaves out OUT/seedN-lora1e-3. The rows:
 #   python experiments/verdict.py --setting "Gemma B=OUT/seed0,OUT/seed1,OUT/seed2"
 set -euo pipefail
 out=${1:-runs/gemma}; shift || true
 seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
 palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
 model=gemma-3-270m
+methods=${METHODS:-lora,palora,palora-residual,act-protect,mica}; lora_line=${LORA_LINE:-1}
 D="$out/data"
 mkdir -p "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -37,7 +39,8 @@ run() {  # OUT_DIR SEED ARGS...: palora run on Gemma and B's files
 }
 one() {
   local seed=$1
-  run "$out/seed$seed" "$seed" --methods lora,palora,palora-residual,act-protect,mica --set inject.train.lr=0.003
+  run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003
+  [ "$lora_line" = 1 ] || return 0
   if [ ! -d "$out/seed$seed-lora1e-3" ]; then  # the expert and its probes (stages.json records them as done)
     mkdir -p "$out/seed$seed-lora1e-3.tmp"
     cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$out/seed$seed-lora1e-3.tmp"/
@@ -46,7 +49,7 @@ one() {
   run "$out/seed$seed-lora1e-3" "$seed" --methods lora --set inject.train.lr=0.001
 }
 export -f one run
-export out palora model D
+export out palora model D methods lora_line
 # shellcheck disable=SC2016
 printf '%s\n' "${seeds[@]}" | xargs -P 2 -I{} bash -c 'one {} > "$out/seed{}.log" 2>&1 || echo "failed: seed {} (see $out/seed{}.log)"'
 echo "done: $out"

@@ -17,6 +17,11 @@
 # questions (report-round1.json: round one's recall after round two), then with the held-out
 # known facts (report.json: old knowledge). Round one's recall before round two is R1's own
 # report.json (act-protect-replay's knowledge_recall). The arms run at once, one thread each.
+# ARMS (default "keep plain") may also name keep-r50: keep with inject.replay_share=0.5, so that
+# more of round one's lines are replayed (at 0.25 about 230 of its 1,000 lines are drawn). Each
+# arm is also evaluated on the validation splits first (report-val.json: round two's and the
+# skill's validation questions, round one's validation questions as data.known_eval), where the
+# arms are compared before their test files are read.
 set -euo pipefail
 r1=${1:?usage: rounds.sh R1 [OUT] [STEPS]}; out=${2:-runs/rounds}; steps=${3:-400}
 palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
@@ -25,21 +30,32 @@ adapter="$r1/methods/act-protect-replay/adapter"
 mkdir -p "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 [ -f "$out/facts2/knowledge_test.jsonl" ] || $palora data --config demo --out "$out/facts2" --set data_gen.seed=1 --quiet
-arm() {  # NAME KEEP_FILES
-  local dir="$out/$1" keep=$2
-  [ -d "$dir" ] || { cp -r "$r1" "$dir" && rm -rf "$dir/methods" "$dir/validation.json" "$dir/evaluations"; }
+arm() {  # NAME KEEP_FILES [ARGS...]: ARGS go to palora inject
+  local dir="$out/$1" keep=$2; shift 2
+  [ -d "$dir" ] || { cp -r "$r1" "$dir" && rm -rf "$dir/methods" "$dir"/validation.json "$dir"/early_stop.json \
+                       "$dir/evaluations"; }
   $palora probe --out "$dir" --methods act-protect-replay --keep-data "$keep" --quiet --overwrite
   $palora inject --out "$dir" --methods act-protect-replay --knowledge-train "$out/facts2/knowledge_train.jsonl" \
     --set inject.train.steps="$steps" --set inject.protect_adapter="$adapter" \
-    --set inject.protect_adapter_side=none --quiet --overwrite
-  $palora eval --out "$dir" --knowledge-eval "$out/facts2/knowledge_test.jsonl" \
+    --set inject.protect_adapter_side=none --set inject.snapshot_every=null --quiet --overwrite "$@"
+  $palora eval --out "$dir" --knowledge-eval "$out/facts2/knowledge_val.jsonl" --skill-eval "$r1/data/skill_val.jsonl" \
+    --set data.known_eval="$r1/data/knowledge_val.jsonl" --quiet --overwrite
+  cp "$dir/report.json" "$dir/report-val.json"
+  $palora eval --out "$dir" --knowledge-eval "$out/facts2/knowledge_test.jsonl" --skill-eval "$r1/data/skill_test.jsonl" \
     --set data.known_eval="$r1/data/knowledge_test.jsonl" --quiet --overwrite
   cp "$dir/report.json" "$dir/report-round1.json"
-  $palora eval --out "$dir" --knowledge-eval "$out/facts2/knowledge_test.jsonl" \
+  $palora eval --out "$dir" --knowledge-eval "$out/facts2/knowledge_test.jsonl" --skill-eval "$r1/data/skill_test.jsonl" \
     --set data.known_eval="$r1/data/known_facts.jsonl" --quiet --overwrite
 }
 d="$r1/data"
-arm keep "$d/general.jsonl,$d/known_protect.jsonl,$d/knowledge_train.jsonl" > "$out/keep.log" 2>&1 &
-arm plain "$d/general.jsonl,$d/known_protect.jsonl" > "$out/plain.log" 2>&1 &
+for a in ${ARMS:-keep plain}; do
+  case $a in
+    keep) arm keep "$d/general.jsonl,$d/known_protect.jsonl,$d/knowledge_train.jsonl" > "$out/keep.log" 2>&1 & ;;
+    keep-r50) arm keep-r50 "$d/general.jsonl,$d/known_protect.jsonl,$d/knowledge_train.jsonl" \
+                --set inject.replay_share=0.5 > "$out/keep-r50.log" 2>&1 & ;;
+    plain) arm plain "$d/general.jsonl,$d/known_protect.jsonl" > "$out/plain.log" 2>&1 & ;;
+    *) echo "rounds.sh: unknown arm $a (keep, keep-r50, plain)" >&2; exit 2 ;;
+  esac
+done
 wait
 echo "done: $out"

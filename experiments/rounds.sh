@@ -48,12 +48,12 @@ arm() {  # NAME KEEP_FILES [ARGS...]: ARGS go to palora inject
     --set data.known_eval="$r1/data/known_facts.jsonl" --quiet --overwrite
 }
 d="$r1/data"
+plain="$d/general.jsonl,$d/known_protect.jsonl"; keep="$plain,$d/knowledge_train.jsonl"  # + round one's lines
 for a in ${ARMS:-keep plain}; do
   case $a in
-    keep) arm keep "$d/general.jsonl,$d/known_protect.jsonl,$d/knowledge_train.jsonl" > "$out/keep.log" 2>&1 & ;;
-    keep-r50) arm keep-r50 "$d/general.jsonl,$d/known_protect.jsonl,$d/knowledge_train.jsonl" \
-                --set inject.replay_share=0.5 > "$out/keep-r50.log" 2>&1 & ;;
-    plain) arm plain "$d/general.jsonl,$d/known_protect.jsonl" > "$out/plain.log" 2>&1 & ;;
+    keep) arm keep "$keep" > "$out/keep.log" 2>&1 & ;;
+    keep-r50) arm keep-r50 "$keep" --set inject.replay_share=0.5 > "$out/keep-r50.log" 2>&1 & ;;
+    plain) arm plain "$plain" > "$out/plain.log" 2>&1 & ;;
     *) echo "rounds.sh: unknown arm $a (keep, keep-r50, plain)" >&2; exit 2 ;;
   esac
 done

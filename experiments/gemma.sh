@@ -14,14 +14,16 @@
 #                        at lr 3e-3 (rank 16), skill-only probes
 #   OUT/seedN-lora1e-3   plain LoRA at 1e-3 (the same expert, copied): LoRA's rate line
 # Seeds run two at a time, one thread each; a finished run is skipped. METHODS (a comma list) runs
-# fewer methods in OUT/seedN; LORA_LINE=0 leaves out OUT/seedN-lora1e-3. The rows:
+# fewer methods in OUT/seedN (METHODS= none). LINES (default "lora@1e-3") names the runs on a copy
+# of the expert, one METHOD@RATE each, into OUT/seedN-METHODRATE (LINES= runs none; e.g.
+# "lora@1e-3 lora@1e-4": LoRA's rate line). CorDA-KPM: experiments/gemma_compare.sh. The rows:
 #   python experiments/verdict.py --setting "Gemma B=OUT/seed0,OUT/seed1,OUT/seed2"
 set -euo pipefail
 out=${1:-runs/gemma}; shift || true
 seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
 palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
 model=gemma-3-270m
-methods=${METHODS:-lora,palora,palora-residual,act-protect,mica}; lora_line=${LORA_LINE:-1}
+methods=${METHODS-lora,palora,palora-residual,act-protect,mica}; lines=${LINES-lora@1e-3}
 D="$out/data"
 mkdir -p "$out"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -38,18 +40,20 @@ run() {  # OUT_DIR SEED ARGS...: palora run on Gemma and B's files
     --set inject.train.steps=150 "$@"
 }
 one() {
-  local seed=$1
-  run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003
-  [ "$lora_line" = 1 ] || return 0
-  if [ ! -d "$out/seed$seed-lora1e-3" ]; then  # the expert and its probes (stages.json records them as done)
-    mkdir -p "$out/seed$seed-lora1e-3.tmp"
-    cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$out/seed$seed-lora1e-3.tmp"/
-    mv "$out/seed$seed-lora1e-3.tmp" "$out/seed$seed-lora1e-3"
-  fi
-  run "$out/seed$seed-lora1e-3" "$seed" --methods lora --set inject.train.lr=0.001
+  local seed=$1 line method rate dir
+  [ -n "$methods" ] && run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003
+  for line in $lines; do
+    method=${line%@*} rate=${line#*@} dir="$out/seed$seed-${line/@/}"
+    if [ ! -d "$dir" ]; then  # the expert (stages.json records it as done)
+      mkdir -p "$dir.tmp"
+      cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$dir.tmp"/
+      mv "$dir.tmp" "$dir"
+    fi
+    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate"
+  done
 }
 export -f one run
-export out palora model D methods lora_line
+export out palora model D methods lines
 # shellcheck disable=SC2016
 printf '%s\n' "${seeds[@]}" | xargs -P 2 -I{} bash -c 'one {} > "$out/seed{}.log" 2>&1 || echo "failed: seed {} (see $out/seed{}.log)"'
 echo "done: $out"

@@ -177,6 +177,7 @@ def test_a_diverging_rate_is_recorded_and_never_chosen(tmp_path, compared, capsy
     assert [r["lr"] for r in failed] == [1e30] and "loss became" in failed[0]["failed"]
     assert "test" not in failed[0]
     assert json.loads((out / "compare.json").read_text())["chosen_lr"]["lora"] == 0.001
+    assert "Protected budget" not in (out / "compare.md").read_text()  # no sweep asked, no empty section
 
 
 def test_mean_std_is_the_sample_statistics():

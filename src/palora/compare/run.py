@@ -114,6 +114,11 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
     result = {"table": table, "chosen_lr": chosen, "select": cfg.compare.select, "budget": curves,
               "grid": grid, "rows": len(rows)}
     write_json(rd.root / "compare.json", result)
+    budget = ""  # no sweep asked (compare.budget_methods or compare.budget_seeds empty): no section
+    if cfg.compare.budget_methods and cfg.compare.budget_seeds:
+        budget = (f"\n## Protected budget (test splits, {seeds_label(cfg.compare.budget_seeds)})\n\n"
+                  f"Each method at its chosen rate, the share of components protected per matrix swept; share 0 is "
+                  f"plain LoRA at the same rate. Only these seeds count at every share.\n\n" + budget_markdown(curves))
     with atomic_path(rd.root / "compare.md") as tmp:
         tmp.write_text(
             f"# palora compare: {cfg.model.name}\n\nTest splits, mean ± std over seeds (sample std), each method at "
@@ -123,10 +128,7 @@ def write_outputs(cfg: RunConfig, rd: RunDir, rows: list[dict[str, Any]], chosen
             + mistakes_table([(t["method"], t.get("skill_mistakes"), t.get("n_skill", 0)) for t in table])
             + f"\n## Learning-rate grid (validation splits, seed {cfg.compare.seeds[0]})\n\nScore "
             f"({cfg.compare.select}): {SCORE_RULES[cfg.compare.select]}; ties go to the smaller rate.\n\n"
-            + grid_markdown(grid)
-            + f"\n## Protected budget (test splits, {seeds_label(cfg.compare.budget_seeds)})\n\n"
-            f"Each method at its chosen rate, the share of components protected per matrix swept; share 0 is "
-            f"plain LoRA at the same rate. Only these seeds count at every share.\n\n" + budget_markdown(curves),
+            + grid_markdown(grid) + budget,
             encoding="utf-8")
     rd.plots.mkdir(parents=True, exist_ok=True)
     plot_tradeoff(table, rd.plots / "tradeoff.png")

@@ -10,7 +10,7 @@
 # the validation splits and the comparison chooses one there (compare.select: balanced); the
 # other seeds run at that rate, on test. METHODS (default svf,corda-kpm: svf is the expert's own
 # row, for retention) and GRID (default [0.0003,0.0001], the two lowest of the comparison's
-# svd-init grid: on SmolLM2 CorDA lost the whole skill at 3e-3 and 1e-3) may be set. Then
+# svd-init grid: on SmolLM2 CorDA kept 0 and 4.7 % of the skill at 3e-3 and 1e-3) may be set. Then
 # OUT/compare.md has the table.
 set -euo pipefail
 src=${1:-runs/gemma}; out=${2:-runs/gemma-compare}; shift 2 || shift $#

@@ -17,7 +17,6 @@ src=${1:-runs/gemma}; out=${2:-runs/gemma-compare}; shift 2 || shift $#
 seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1)
 palora=${PALORA:-palora}; python=${PYTHON:-python}  # commands, possibly with arguments: left unquoted on purpose
 methods=${METHODS:-svf,corda-kpm}; grid=${GRID:-[0.0003,0.0001]}
-D="$src/data"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for s in "${seeds[@]}"; do
   [ -d "$src/seed$s/expert_model" ] || { echo "no expert in $src/seed$s: run experiments/gemma.sh first" >&2; exit 1; }
@@ -32,11 +31,8 @@ EOF
   mv "$out/seed$s.tmp" "$out/seed$s"
 done
 seed_list=$(IFS=,; echo "${seeds[*]}")
-$palora compare --config demo --model gemma-3-270m --out "$out" --methods "$methods" --quiet \
-  --set data.skill_train="$D/skill_train.jsonl" --set data.skill_eval="$D/skill_test.jsonl" \
-  --set data.knowledge_train="$D/knowledge_train.jsonl" --set data.knowledge_eval="$D/knowledge_test.jsonl" \
-  --set data.skill_val="$D/skill_val.jsonl" --set data.knowledge_val="$D/knowledge_val.jsonl" \
-  --set data.known_eval="$D/known_facts.jsonl" --set data.known_val="$D/known_val.jsonl" \
-  --set inject.train.steps=150 --set "compare.seeds=[$seed_list]" --set "compare.svd_init_lr_grid=$grid" \
+# the first expert's own configuration (model, data, SVF, 150 steps): the experts' settings by construction
+$palora compare --config "$src/seed${seeds[0]}/config.yaml" --out "$out" --methods "$methods" --quiet \
+  --set "compare.seeds=[$seed_list]" --set "compare.svd_init_lr_grid=$grid" \
   --set 'compare.budget_methods=[]' --set 'compare.budget_seeds=[]'
 echo "done: $out/compare.md"

@@ -18,6 +18,14 @@ the mean retention is ≥ 95 % and the mean recall at least 80 % of plain LoRA's
 and steps; otherwise the axis that fails ("retention", or "recall"). The paired recall
 difference to LoRA is printed with its standard error beside it. At one rate per method the
 comparison is at the same budget, not at matched recall.
+
+Matched recall (``--line NAME=DIR,...``, each ``DIR`` with ``{seed}`` where the seed goes: runs of
+plain LoRA at other rates on the same experts, e.g. ``runs/gemma/seed{seed}-lora1e-3``): per seed,
+LoRA's points ``(recall, retention)`` (the setting's own ``lora`` and the line's) are cut to their
+Pareto front (a point with both less recall and less retention than another is dropped: the
+best LoRA a user could pick), and the front is interpolated linearly at the method's recall. The
+gap ``retention − LoRA's retention at that recall`` is averaged over the seeds whose recall lies
+within the front's range ("bracketed"); a seed outside it has no LoRA point to compare with.
 """
 
 from __future__ import annotations
@@ -62,9 +70,47 @@ def seed_metrics(rows: dict[str, dict], m: str) -> dict[str, tuple[float, float]
     return out
 
 
-def setting_table(runs: list[Path]) -> dict[str, dict]:
-    """``{method: {metric: (mean, se)}}`` over the runs (seeds) of one setting."""
+def lora_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The Pareto front of LoRA's ``(recall, retention)`` points, by increasing recall (and so
+    decreasing retention): the points no other point beats on both axes."""
+    front = [p for p in points if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in points)]
+    return sorted(set(front))
+
+
+def at_recall(front: list[tuple[float, float]], recall: float) -> float | None:
+    """LoRA's retention at ``recall``, linear between the front's neighbours; ``None`` outside it."""
+    if not front or not front[0][0] <= recall <= front[-1][0]:
+        return None
+    for (r0, k0), (r1, k1) in zip(front, front[1:]):
+        if r0 <= recall <= r1:
+            return k0 if r1 == r0 else k0 + (recall - r0) / (r1 - r0) * (k1 - k0)
+    return front[0][1]  # a front of one point, at exactly its recall
+
+
+def line_points(rows: dict[str, dict], line: list[str]) -> list[tuple[float, float]]:
+    """One seed's LoRA points: its own ``lora`` row and that of every run of ``line`` (the same
+    seed, the same expert: checked on the expert's skill score)."""
+    points = [_point(rows, "lora")] if "lora" in rows else []
+    seed = rows["expert"]["seed"]
+    for pattern in line:
+        other = seed_rows(Path(pattern.format(seed=seed)))
+        if other["expert"]["skill_accuracy"] != rows["expert"]["skill_accuracy"]:
+            raise SystemExit(f"{pattern.format(seed=seed)}: another expert than seed {seed}'s run")
+        points.append(_point(other, "lora"))
+    return points
+
+
+def _point(rows: dict[str, dict], m: str) -> tuple[float, float]:
+    """Method ``m``'s ``(recall, retention)`` in one seed's rows."""
+    return rows[m]["knowledge_recall"], _ratio(rows[m]["skill_accuracy"], rows["expert"]["skill_accuracy"])
+
+
+def setting_table(runs: list[Path], line: list[str] | None = None) -> dict[str, dict]:
+    """``{method: {metric: (mean, se)}}`` over the runs (seeds) of one setting; with ``line``, also
+    ``matched_gap`` (retention − LoRA's at the same recall, over the bracketed seeds) and
+    ``bracketed`` (how many)."""
     per_seed = [seed_rows(r) for r in runs]
+    fronts = [lora_front(line_points(rows, line)) for rows in per_seed] if line else None
     methods = [m for m in per_seed[0] if all(m in rows for rows in per_seed)]
     out: dict[str, dict] = {}
     for m in methods:
@@ -75,6 +121,17 @@ def setting_table(runs: list[Path]) -> dict[str, dict]:
         if "recall_gap" in stats:  # the ratio of the mean recalls
             recall = sum(rows["lora"]["knowledge_recall"] for rows in per_seed) / len(per_seed)
             stats["recall_ratio"] = (_ratio(stats["recall"][0], recall), math.nan)
+        if fronts is not None and m not in ("base", "expert", "lora"):
+            gaps, se = [], math.nan
+            for rows, front in zip(per_seed, fronts):
+                recall, retention = _point(rows, m)
+                lora = at_recall(front, recall)
+                if lora is not None:
+                    gaps.append(retention - lora)
+                    se = _ratio(rows[m]["skill_stderr"], rows["expert"]["skill_accuracy"])  # one seed: the method's
+            stats["bracketed"] = len(gaps)
+            if gaps:
+                stats["matched_gap"] = mean_se(gaps, se)
         out[m] = stats
     return out
 
@@ -95,23 +152,31 @@ def pct(v: tuple[float, float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--setting", action="append", required=True, metavar="NAME=DIR,DIR,...")
+    ap.add_argument("--line", action="append", default=[], metavar="NAME=DIR,DIR,...",
+                    help="plain LoRA at other rates for setting NAME, '{seed}' in each DIR (matched recall)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
+    lines = dict(spec.partition("=")[::2] for spec in args.line)
     tables = {}
     for spec in args.setting:
         name, _, dirs = spec.partition("=")
-        tables[name] = setting_table([Path(d) for d in dirs.split(",")])
+        line = lines.pop(name).split(",") if name in lines else None
+        tables[name] = setting_table([Path(d) for d in dirs.split(",")], line)
+    if lines:
+        raise SystemExit(f"--line for no --setting: {', '.join(lines)}")
     print("| setting | method | seeds | skill % | retention % | gain retention % | recall % | recall − LoRA's | "
-          "capitals kept % | paper's claim |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "retention − LoRA's at the same recall | capitals kept % | paper's claim |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, table in tables.items():
         for m, s in table.items():
             if m == "base":
                 continue
             gap = pct(s["recall_gap"]) if "recall_gap" in s else "–"
             claim = verdict(s) if "recall_gap" in s else "–"
+            matched = "–" if "bracketed" not in s else "not bracketed" if not s["bracketed"] else \
+                f"{pct(s['matched_gap'])} ({s['bracketed']} of {s['seeds']} seeds)"
             print(f"| {name} | {m} | {s['seeds']} | {pct(s['skill'])} | {pct(s['retention'])} | {pct(s['gain'])} | "
-                  f"{pct(s['recall'])} | {gap} | {pct(s['capitals']) if 'capitals' in s else '–'} | {claim} |")
+                  f"{pct(s['recall'])} | {gap} | {matched} | {pct(s['capitals']) if 'capitals' in s else '–'} | {claim} |")
     if args.json:
         args.json.write_text(json.dumps(tables, indent=1))
 

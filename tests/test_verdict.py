@@ -53,3 +53,33 @@ def test_over_seeds_the_error_is_that_of_the_mean_and_the_rule_names_the_failing
     assert verdict.verdict(t["weak"]) == "retention"
     assert t["low"]["recall_ratio"][0] == pytest.approx(0.25 / 0.4)
     assert verdict.verdict(t["low"]) == "recall"
+
+
+def test_matched_recall_reads_lora_s_pareto_front_between_its_rates(tmp_path):
+    """LoRA at three rates per seed: the dominated point (less recall and less skill than another)
+    is dropped, the method is compared with the line between the neighbours on the front, and a
+    recall beyond the front's ends counts as not bracketed."""
+    for seed in (0, 1):
+        run(tmp_path, f"s{seed}-low", [row("base", 0.0, 0.0, 0.9) | {"seed": seed},
+                                        row("expert", 0.5, 0.0, 0.9) | {"seed": seed}, row("lora", 0.4, 0.1, 0.5)])
+        run(tmp_path, f"s{seed}-mid", [row("base", 0.0, 0.0, 0.9) | {"seed": seed},
+                                        row("expert", 0.5, 0.0, 0.9) | {"seed": seed}, row("lora", 0.1, 0.7, 0.5)])
+    runs = [run(tmp_path, f"s{seed}", [row("base", 0.0, 0.0, 0.9) | {"seed": seed},
+                                       row("expert", 0.5, 0.0, 0.9) | {"seed": seed},
+                                       row("lora", 0.0, 0.6, 0.1),  # dominated by the mid rate
+                                       row("x", 0.45, 0.4, 0.5), row("far", 0.5, 0.9, 0.5)])
+            for seed in (0, 1)]
+    line = [str(tmp_path / "s{seed}-low"), str(tmp_path / "s{seed}-mid")]
+    assert verdict.lora_front([(0.1, 0.8), (0.6, 0.0), (0.7, 0.2)]) == [(0.1, 0.8), (0.7, 0.2)]
+    t = verdict.setting_table(runs, line)
+    # front (0.1, 0.8) – (0.7, 0.2): at recall 0.4, LoRA keeps 0.5; x keeps 0.9
+    assert t["x"]["bracketed"] == 2 and t["x"]["matched_gap"][0] == pytest.approx(0.4)
+    assert t["far"]["bracketed"] == 0 and "matched_gap" not in t["far"]
+    assert "bracketed" not in t["lora"]
+    assert "bracketed" not in verdict.setting_table(runs)["x"]  # no line: no matched recall
+    run(tmp_path, "s2-low", [row("base", 0.0, 0.0, 0.9) | {"seed": 2}, row("expert", 0.4, 0.0, 0.9) | {"seed": 2},
+                             row("lora", 0.3, 0.1, 0.5)])
+    other = run(tmp_path, "s2", [row("base", 0.0, 0.0, 0.9) | {"seed": 2}, row("expert", 0.5, 0.0, 0.9) | {"seed": 2},
+                                 row("lora", 0.0, 0.6, 0.1), row("x", 0.45, 0.4, 0.5)])
+    with pytest.raises(SystemExit, match="another expert"):
+        verdict.setting_table([other], [str(tmp_path / "s{seed}-low")])

@@ -11,7 +11,8 @@
 # (`regime.py --shots 3`); the facts are E2's setting B (`Trivia: …\nReply:`, no birth years,
 # 67 people), so skill and facts share neither a frame nor an answer format.
 # Each seed trains its own SVF expert at the demo's settings, then runs lora, palora (the paper's
-# probe) and act-protect at the demo's budget; report.json has base, expert and each method.
+# probe) and act-protect at 150 steps and lr 3e-3 (the demo's budget when E3 was measured, pinned
+# since the demo moved to 300 steps at 6e-3); report.json has base, expert and each method.
 # The seeds run at once, one thread each (on two cores, three seeds at once end sooner than two
 # then one).
 set -euo pipefail
@@ -30,6 +31,7 @@ one() {
     --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
     --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
     --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect \
+    --set inject.train.steps=150 --set inject.train.lr=0.003 \
     > "$out/seed$1.log" 2>&1 && echo "$out/seed$1: done"
 }
 for seed in "${seeds[@]}"; do one "$seed" & done

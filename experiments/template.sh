@@ -11,7 +11,8 @@
 # Setting B: `Trivia: …\nReply:` and no birth years (`data_gen.attributes` without birth_year,
 # 67 people: about as many facts and training lines as A). The skill files are the same bytes.
 # Each (setting, seed) runs lora, palora (the paper's probe) and act-protect from the same expert
-# at the demo's budget; report.md holds the wrong skill answers by kind.
+# at 150 steps and lr 3e-3 (the demo's budget when B was measured; the demo has since moved to 300
+# steps at 6e-3, so the budget is pinned here); report.md holds the wrong skill answers by kind.
 set -euo pipefail
 seed0=${1:?usage: template.sh EXPERT_SEED0 EXPERT_SEED1 [OUT]} seed1=${2:?usage: template.sh EXPERT_SEED0 EXPERT_SEED1 [OUT]}
 out=${3:-runs/e2}
@@ -41,7 +42,8 @@ for seed in 0 1; do
     $palora run --config demo --seed "$seed" --out "$run" --overwrite --quiet \
       --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
       --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
-      --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect > /dev/null
+      --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect \
+      --set inject.train.steps=150 --set inject.train.lr=0.003 > /dev/null  # the budget B was measured at
     echo "$run: done"
   done
 done

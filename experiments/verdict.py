@@ -26,6 +26,10 @@ Pareto front (a point with both less recall and less retention than another is d
 best LoRA a user could pick), and the front is interpolated linearly at the method's recall. The
 gap ``retention − LoRA's retention at that recall`` is averaged over the seeds whose recall lies
 within the front's range ("bracketed"); a seed outside it has no LoRA point to compare with.
+
+``--plot PATH`` draws it: one panel per LoRA front (settings whose lines give the same fronts
+share a panel, e.g. a method at another rate on the same experts), the front of every seed, and
+each method's seeds with their mean ± standard error in both axes.
 """
 
 from __future__ import annotations
@@ -136,6 +140,55 @@ def setting_table(runs: list[Path], line: list[str] | None = None) -> dict[str, 
     return out
 
 
+def plot_lines(settings: dict[str, list[Path]], lines: dict[str, list[str]], path: Path) -> list[list[str]]:
+    """Skill retention against new-fact recall, one panel per set of LoRA fronts (the settings of
+    ``settings`` whose ``lines`` give the same per-seed fronts): the fronts as thin lines, each
+    method's seeds as small markers and their mean ± standard error as a large one. Returns the
+    settings of each panel."""
+    from palora.report.plots import plt, save_figure  # matplotlib with the Agg backend (files only)
+
+    panels: dict[tuple, list[str]] = {}
+    for name, runs in settings.items():
+        if name in lines:
+            fronts = tuple(tuple(lora_front(line_points(seed_rows(r), lines[name]))) for r in runs)
+            panels.setdefault(fronts, []).append(name)
+    if not panels:
+        raise SystemExit("--plot draws the settings given a --line: give at least one")
+    fig, axes = plt.subplots(1, len(panels), figsize=(9.5 * len(panels), 5), squeeze=False)
+    for ax, (fronts, names) in zip(axes[0], panels.items()):
+        off_labelled = False
+        for i, (front, run) in enumerate(zip(fronts, settings[names[0]])):
+            ax.plot([100 * x for x, _ in front], [100 * y for _, y in front], "-s", color="0.55",
+                    lw=1, ms=4, label="plain LoRA's front (per seed)" if i == 0 else None)
+            off = [p for p in line_points(seed_rows(run), lines[names[0]]) if p not in front]
+            ax.plot([100 * x for x, _ in off], [100 * y for _, y in off], "s", mfc="none", color="0.55", ms=5,
+                    label=None if off_labelled or not off else "plain LoRA, a rate off the front")
+            off_labelled |= bool(off)
+        colour = 0
+        for k, name in enumerate(names):
+            per_seed = [seed_rows(r) for r in settings[name]]
+            table = setting_table(settings[name])
+            for m, stats in table.items():
+                if m in ("base", "expert", "lora"):
+                    continue
+                c = plt.get_cmap("tab10")(colour % 10)
+                colour += 1
+                pts = [_point(rows, m) for rows in per_seed]
+                ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], "o", color=c, ms=4, alpha=0.5)
+                (rc, rc_se), (rt, rt_se) = stats["recall"], stats["retention"]
+                label = m if k == 0 else f"{m} ({name})"
+                ax.errorbar(100 * rc, 100 * rt, xerr=100 * rc_se, yerr=100 * rt_se, fmt="D", color=c, ms=8,
+                            capsize=3, label=f"{label}, mean ± SE of {stats['seeds']}")
+        ax.axhline(95, color="0.3", ls=":", lw=1)
+        ax.set_xlabel("new-fact recall % (unseen templates, greedy)")
+        ax.set_ylabel("skill retention % of the expert")
+        ax.set_title(names[0])
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_figure(fig, path)
+    return list(panels.values())
+
+
 def verdict(stats: dict) -> str:
     """``holds``, or the axis that fails: ``retention`` (< 95 %), ``recall`` (< 80 % of LoRA's)."""
     if stats["retention"][0] < 0.95:
@@ -155,15 +208,13 @@ def main() -> None:
     ap.add_argument("--line", action="append", default=[], metavar="NAME=DIR,DIR,...",
                     help="plain LoRA at other rates for setting NAME, '{seed}' in each DIR (matched recall)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--plot", type=Path, help="retention against recall with LoRA's front, one panel per --line (PNG)")
     args = ap.parse_args()
-    lines = dict(spec.partition("=")[::2] for spec in args.line)
-    tables = {}
-    for spec in args.setting:
-        name, _, dirs = spec.partition("=")
-        line = lines.pop(name).split(",") if name in lines else None
-        tables[name] = setting_table([Path(d) for d in dirs.split(",")], line)
-    if lines:
-        raise SystemExit(f"--line for no --setting: {', '.join(lines)}")
+    lines = {name: spec.split(",") for name, _, spec in (s.partition("=") for s in args.line)}
+    settings = {name: [Path(d) for d in dirs.split(",")] for name, _, dirs in (s.partition("=") for s in args.setting)}
+    if unknown := [name for name in lines if name not in settings]:
+        raise SystemExit(f"--line for no --setting: {', '.join(unknown)}")
+    tables = {name: setting_table(runs, lines.get(name)) for name, runs in settings.items()}
     print("| setting | method | seeds | skill % | retention % | gain retention % | recall % | recall − LoRA's | "
           "retention − LoRA's at the same recall | capitals kept % | paper's claim |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -179,6 +230,8 @@ def main() -> None:
                   f"{pct(s['recall'])} | {gap} | {matched} | {pct(s['capitals']) if 'capitals' in s else '–'} | {claim} |")
     if args.json:
         args.json.write_text(json.dumps(tables, indent=1))
+    if args.plot:
+        plot_lines(settings, lines, args.plot)
 
 
 if __name__ == "__main__":

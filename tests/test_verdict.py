@@ -83,3 +83,26 @@ def test_matched_recall_reads_lora_s_pareto_front_between_its_rates(tmp_path):
                                  row("lora", 0.0, 0.6, 0.1), row("x", 0.45, 0.4, 0.5)])
     with pytest.raises(SystemExit, match="another expert"):
         verdict.setting_table([other], [str(tmp_path / "s{seed}-low")])
+
+
+def test_the_plot_puts_settings_with_the_same_lora_fronts_in_one_panel(tmp_path):
+    """A method at another rate on the same experts (its runs hold no LoRA row of their own) shares
+    the panel of its setting when its line gives the same fronts; another line gets its own."""
+    def seed_run(name, seed, *rows):
+        return run(tmp_path, name, [row("base", 0.0, 0.0, 0.9) | {"seed": seed},
+                                    row("expert", 0.5, 0.0, 0.9) | {"seed": seed}, *rows])
+
+    main, other_rate = [], []
+    for seed in (0, 1):
+        seed_run(f"s{seed}-low", seed, row("lora", 0.4, 0.1, 0.5))
+        main.append(seed_run(f"s{seed}", seed, row("lora", 0.1, 0.7, 0.5), row("x", 0.45, 0.4, 0.5)))
+        other_rate.append(seed_run(f"s{seed}-x1e-3", seed, row("x", 0.48, 0.2, 0.5)))
+    pattern = str(tmp_path / "s{seed}")
+    settings = {"B": main, "B, x at 1e-3": other_rate, "B, low only": main}
+    lines = {"B": [pattern + "-low"], "B, x at 1e-3": [pattern, pattern + "-low"], "B, low only": []}
+    path = tmp_path / "lines.png"
+    panels = verdict.plot_lines(settings, lines, path)
+    assert panels == [["B", "B, x at 1e-3"], ["B, low only"]]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit, match="--line"):
+        verdict.plot_lines(settings, {}, tmp_path / "none.png")

@@ -120,7 +120,7 @@ def setting_table(runs: list[Path], line: list[str] | None = None) -> dict[str, 
     for m in methods:
         seeds = [seed_metrics(rows, m) for rows in per_seed]
         stats: dict = {"seeds": len(seeds)}
-        for key in seeds[0]:
+        for key in [k for k in seeds[0] if all(k in s for s in seeds)]:  # recall_gap: seeds with a lora row
             stats[key] = mean_se([s[key][0] for s in seeds], seeds[0][key][1])
         if "recall_gap" in stats:  # the ratio of the mean recalls
             recall = sum(rows["lora"]["knowledge_recall"] for rows in per_seed) / len(per_seed)

@@ -77,6 +77,11 @@ def test_matched_recall_reads_lora_s_pareto_front_between_its_rates(tmp_path):
     assert t["far"]["bracketed"] == 0 and "matched_gap" not in t["far"]
     assert "bracketed" not in t["lora"]
     assert "bracketed" not in verdict.setting_table(runs)["x"]  # no line: no matched recall
+    # a method's run of another seed holding no LoRA row of its own: no recall gap, the line still reads
+    bare = run(tmp_path, "s1-x", [row("base", 0.0, 0.0, 0.9) | {"seed": 1}, row("expert", 0.5, 0.0, 0.9) | {"seed": 1},
+                                  row("x", 0.45, 0.4, 0.5)])
+    mixed = verdict.setting_table([runs[0], bare], [str(tmp_path / "s{seed}-low"), str(tmp_path / "s{seed}-mid")])
+    assert "recall_gap" not in mixed["x"] and mixed["x"]["matched_gap"][0] == pytest.approx(0.4)
     run(tmp_path, "s2-low", [row("base", 0.0, 0.0, 0.9) | {"seed": 2}, row("expert", 0.4, 0.0, 0.9) | {"seed": 2},
                              row("lora", 0.3, 0.1, 0.5)])
     other = run(tmp_path, "s2", [row("base", 0.0, 0.0, 0.9) | {"seed": 2}, row("expert", 0.5, 0.0, 0.9) | {"seed": 2},

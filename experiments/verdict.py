@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--line", action="append", default=[], metavar="NAME=DIR,DIR,...",
                     help="plain LoRA at other rates for setting NAME, '{seed}' in each DIR (matched recall)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
-    ap.add_argument("--plot", type=Path, help="retention against recall with LoRA's front, one panel per --line (PNG)")
+    ap.add_argument("--plot", type=Path, help="retention against recall with LoRA's front, one panel per set of LoRA fronts (PNG)")
     args = ap.parse_args()
     lines = {name: spec.split(",") for name, _, spec in (s.partition("=") for s in args.line)}
     settings = {name: [Path(d) for d in dirs.split(",")] for name, _, dirs in (s.partition("=") for s in args.setting)}

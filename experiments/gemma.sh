@@ -13,16 +13,19 @@
 #                        |s - 1|, 50 % per matrix), palora-residual, act-protect and mica, 150 steps
 #                        at lr 3e-3 (rank 16), skill-only probes
 #   OUT/seedN-lora1e-3   plain LoRA at 1e-3 (the same expert, copied): LoRA's rate line
-# Seeds run two at a time, one thread each; a finished run is skipped. METHODS (a comma list) runs
-# fewer methods in OUT/seedN (METHODS= none). LINES (default "lora@1e-3") names the runs on a copy
-# of the expert, one METHOD@RATE each, into OUT/seedN-METHODRATE (LINES= runs none; e.g.
+# Seeds run JOBS (default 2) at a time, one thread each; a finished run is skipped. METHODS (a
+# comma list) runs fewer methods in OUT/seedN (METHODS= none). LINES (default "lora@1e-3") names
+# the runs on a copy of the expert, one METHOD@RATE each, into OUT/seedN-METHODRATE (LINES= none; e.g.
 # "lora@1e-3 lora@1e-4": LoRA's rate line). CorDA-KPM: experiments/gemma_compare.sh. The rows:
 #   python experiments/verdict.py --setting "Gemma B=OUT/seed0,OUT/seed1,OUT/seed2"
+# MODEL (default gemma-3-270m) runs setting B on another model, e.g. MODEL=smollm2-135m-instruct
+# METHODS=lora,palora,act-protect LINES=lora@1e-3: B on SmolLM2 over three seeds, with LoRA's line
+# (the experts are the demo's SVF settings, as experiments/template.sh's).
 set -euo pipefail
 out=${1:-runs/gemma}; shift || true
 seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
 palora=${PALORA:-palora}  # a command, possibly with arguments: left unquoted on purpose
-model=gemma-3-270m
+model=${MODEL:-gemma-3-270m}
 methods=${METHODS-lora,palora,palora-residual,act-protect,mica}; lines=${LINES-lora@1e-3}
 D="$out/data"
 mkdir -p "$out"
@@ -55,5 +58,5 @@ one() {
 export -f one run
 export out palora model D methods lines
 # shellcheck disable=SC2016
-printf '%s\n' "${seeds[@]}" | xargs -P 2 -I{} bash -c 'one {} > "$out/seed{}.log" 2>&1 || echo "failed: seed {} (see $out/seed{}.log)"'
+printf '%s\n' "${seeds[@]}" | xargs -P "${JOBS:-2}" -I{} bash -c 'one {} > "$out/seed{}.log" 2>&1 || echo "failed: seed {} (see $out/seed{}.log)"'
 echo "done: $out"

@@ -14,7 +14,12 @@
 # probe) and act-protect at 150 steps and lr 3e-3 (the demo's budget when E3 was measured, pinned
 # since the demo moved to 300 steps at 6e-3); report.json has base, expert and each method.
 # The seeds run at once, one thread each (on two cores, three seeds at once end sooner than two
-# then one).
+# then one). METHODS (a comma list; default lora,palora,act-protect) runs fewer methods in
+# OUT/seedN (METHODS= none: the experts exist). LINES (default none) names runs on a copy of
+# the seed's expert, one METHOD@RATE each, into OUT/seedN-METHODRATE: e.g. LINES="lora@1e-3"
+# gives plain LoRA's rate line, read by
+#   python experiments/verdict.py --setting "E3=OUT/seed0,OUT/seed1,OUT/seed2" \
+#       --line "E3=OUT/seed{seed}-lora1e-3"
 set -euo pipefail
 out=${1:-runs/e3}; shift || true
 seeds=("$@"); [ "${#seeds[@]}" -gt 0 ] || seeds=(0 1 2)
@@ -26,13 +31,28 @@ mkdir -p "$out"
   --set 'data_gen.attributes=[birth_city,employer,profession]' --set data_gen.n_people=67
 [ -d "$out/data-cs3" ] || $python experiments/regime.py --shots 3 --data "$out/data-cs" --out "$out/data-cs3"
 data="$out/data-cs3"
-one() {
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $palora run --config demo --seed "$1" --out "$out/seed$1" --quiet \
+methods=${METHODS-lora,palora,act-protect}; lines=${LINES-}
+run() {  # OUT_DIR SEED ARGS...: palora run on E3's files, 150 steps
+  local dir=$1 seed=$2; shift 2
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $palora run --config demo --seed "$seed" --out "$dir" --quiet \
     --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
     --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
-    --set data.known_eval="$data/known_facts.jsonl" --methods lora,palora,act-protect \
-    --set inject.train.steps=150 --set inject.train.lr=0.003 \
-    > "$out/seed$1.log" 2>&1 && echo "$out/seed$1: done"
+    --set data.known_eval="$data/known_facts.jsonl" --set inject.train.steps=150 "$@"
 }
-for seed in "${seeds[@]}"; do one "$seed" & done
+one() {
+  local seed=$1 line method rate dir
+  if [ -n "$methods" ]; then run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003 || return 1; fi
+  for line in $lines; do
+    method=${line%@*} rate=${line#*@} dir="$out/seed$seed-${line/@/}"
+    if [ ! -d "$dir" ]; then  # the expert (stages.json records it as done)
+      mkdir -p "$dir.tmp"
+      cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$dir.tmp"/
+      mv "$dir.tmp" "$dir"
+    fi
+    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate" --overwrite || return 1
+  done
+}
+for seed in "${seeds[@]}"; do
+  { if one "$seed" > "$out/seed$seed.log" 2>&1; then echo "$out/seed$seed: done"; else echo "failed: seed $seed (see $out/seed$seed.log)"; fi; } &
+done
 wait

@@ -32,9 +32,9 @@ mkdir -p "$out"
 [ -d "$out/data-cs3" ] || $python experiments/regime.py --shots 3 --data "$out/data-cs" --out "$out/data-cs3"
 data="$out/data-cs3"
 methods=${METHODS-lora,palora,act-protect}; lines=${LINES-}
-run() {  # OUT_DIR SEED ARGS...: palora run on E3's files, 150 steps
+run() {  # OUT_DIR SEED ARGS...: palora run on E3's files, 150 steps (a finished stage is kept)
   local dir=$1 seed=$2; shift 2
-  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $palora run --config demo --seed "$seed" --out "$dir" --quiet \
+  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $palora run --config demo --seed "$seed" --out "$dir" --quiet --overwrite \
     --skill-train "$data/skill_train.jsonl" --skill-eval "$data/skill_test.jsonl" \
     --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
     --set data.known_eval="$data/known_facts.jsonl" --set inject.train.steps=150 "$@"
@@ -49,7 +49,7 @@ one() {
       cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$dir.tmp"/
       mv "$dir.tmp" "$dir"
     fi
-    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate" --overwrite || return 1
+    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate" || return 1
   done
 }
 for seed in "${seeds[@]}"; do

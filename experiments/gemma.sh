@@ -42,19 +42,8 @@ run() {  # OUT_DIR SEED ARGS...: palora run on Gemma and B's files
     --set data.known_eval="$D/known_facts.jsonl" --set data.known_val="$D/known_val.jsonl" \
     --set inject.train.steps=150 "$@"
 }
-one() {
-  local seed=$1 line method rate dir
-  [ -n "$methods" ] && run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003
-  for line in $lines; do
-    method=${line%@*} rate=${line#*@} dir="$out/seed$seed-${line/@/}"
-    if [ ! -d "$dir" ]; then  # the expert (stages.json records it as done)
-      mkdir -p "$dir.tmp"
-      cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$dir.tmp"/
-      mv "$dir.tmp" "$dir"
-    fi
-    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate"
-  done
-}
+# shellcheck source=experiments/seed_runs.sh
+source "$(dirname "$0")/seed_runs.sh"  # one SEED
 export -f one run
 export out palora model D methods lines
 # shellcheck disable=SC2016

@@ -39,19 +39,8 @@ run() {  # OUT_DIR SEED ARGS...: palora run on E3's files, 150 steps (a finished
     --knowledge-train "$data/knowledge_train.jsonl" --knowledge-eval "$data/knowledge_test.jsonl" \
     --set data.known_eval="$data/known_facts.jsonl" --set inject.train.steps=150 "$@"
 }
-one() {
-  local seed=$1 line method rate dir
-  if [ -n "$methods" ]; then run "$out/seed$seed" "$seed" --methods "$methods" --set inject.train.lr=0.003 || return 1; fi
-  for line in $lines; do
-    method=${line%@*} rate=${line#*@} dir="$out/seed$seed-${line/@/}"
-    if [ ! -d "$dir" ]; then  # the expert (stages.json records it as done)
-      mkdir -p "$dir.tmp"
-      cp -r "$out/seed$seed"/{config.yaml,stages.json,svf_expert.safetensors,expert_model} "$dir.tmp"/
-      mv "$dir.tmp" "$dir"
-    fi
-    run "$dir" "$seed" --methods "$method" --set inject.train.lr="$rate" || return 1
-  done
-}
+# shellcheck source=experiments/seed_runs.sh
+source "$(dirname "$0")/seed_runs.sh"  # one SEED
 for seed in "${seeds[@]}"; do
   { if one "$seed" > "$out/seed$seed.log" 2>&1; then echo "$out/seed$seed: done"; else echo "failed: seed $seed (see $out/seed$seed.log)"; fi; } &
 done

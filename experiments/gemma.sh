@@ -16,7 +16,9 @@
 # Seeds run JOBS (default 2) at a time, one thread each; a finished run is skipped. METHODS (a
 # comma list) runs fewer methods in OUT/seedN (METHODS= none). LINES (default "lora@1e-3") names
 # the runs on a copy of the expert, one METHOD@RATE each, into OUT/seedN-METHODRATE (LINES= none; e.g.
-# "lora@1e-3 lora@1e-4": LoRA's rate line). CorDA-KPM: experiments/gemma_compare.sh. The rows:
+# "lora@1e-3 lora@1e-4": LoRA's rate line; LINE_SETS and LINE_TAG add settings to them and a
+# suffix to their folders, e.g. LINES=palora@3e-3 LINE_SETS="probe.rule=global" LINE_TAG=-global:
+# experiments/seed_runs.sh). CorDA-KPM: experiments/gemma_compare.sh. The rows:
 #   python experiments/verdict.py --setting "Gemma B=OUT/seed0,OUT/seed1,OUT/seed2"
 # MODEL (default gemma-3-270m) runs setting B on another model, e.g. MODEL=smollm2-135m-instruct
 # METHODS=lora,palora,act-protect LINES=lora@1e-3: B on SmolLM2 over three seeds, with LoRA's line

@@ -17,7 +17,7 @@
 # then one). METHODS (a comma list; default lora,palora,act-protect) runs fewer methods in
 # OUT/seedN (METHODS= none: the experts exist). LINES (default none) names runs on a copy of
 # the seed's expert, one METHOD@RATE each, into OUT/seedN-METHODRATE: e.g. LINES="lora@1e-3"
-# gives plain LoRA's rate line, read by
+# gives plain LoRA's rate line (LINE_SETS, LINE_TAG: experiments/seed_runs.sh), read by
 #   python experiments/verdict.py --setting "E3=OUT/seed0,OUT/seed1,OUT/seed2" \
 #       --line "E3=OUT/seed{seed}-lora1e-3"
 set -euo pipefail
